@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opsflow/opsflow/db"
+	"github.com/opsflow/opsflow/notify"
+	"github.com/opsflow/opsflow/secrets"
 )
 
 // Activities carries the dependencies every activity shares.
@@ -24,6 +26,13 @@ type Activities struct {
 	// batches; zero means 40 s, which leaves a scheduled minute room for the
 	// rest of the run.
 	CollectBudget time.Duration
+	// Secrets opens channel configurations; nil fails every delivery as
+	// rejected (the worker lacks OPSFLOW_SECRET_KEY).
+	Secrets *secrets.Box
+	// Outbound is the SSRF-safe way out for every notification.
+	Outbound *notify.Outbound
+	// NotifyMetrics counts delivery outcomes; nil counts nothing.
+	NotifyMetrics *notify.Metrics
 }
 
 const defaultCollectBudget = 40 * time.Second

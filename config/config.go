@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +34,17 @@ type Config struct {
 	DataDir     string
 
 	DBMaxConns int32
+
+	// SecretKeyPrevious opens secrets sealed before a key rotation; nil
+	// when there is none.
+	SecretKeyPrevious []byte
+	// NotifyRetry* are the default retry policy of notification delivery;
+	// channels may override them.
+	NotifyRetryInitial     time.Duration
+	NotifyRetryMaxInterval time.Duration
+	NotifyRetryMaxAttempts int
+	// WorkerMetricsAddr is where `opsflow worker` serves /metrics.
+	WorkerMetricsAddr string
 
 	IngestMaxBodyBytes int64
 	IngestMaxEvents    int
@@ -57,7 +70,12 @@ var Vars = []Var{
 	{"OPSFLOW_TEMPORAL_UI_URL", "http://127.0.0.1:8233", "base of Temporal UI links"},
 	{"OPSFLOW_ADMIN_KEY", "none (dev: generated, kept under .opsflow/, printed)", "bootstrap API key with every scope"},
 	{"OPSFLOW_SECRET_KEY", "none (dev: generated, kept under .opsflow/)", "base64 of a 32-byte key for secrets at rest"},
+	{"OPSFLOW_SECRET_KEY_PREVIOUS", "none", "base64 of the key OPSFLOW_SECRET_KEY replaced: still opens secrets sealed before the rotation"},
 	{"OPSFLOW_NOTIFY_ALLOW", "empty", "comma-separated CIDRs/hosts outbound notifications may reach despite the SSRF rules"},
+	{"OPSFLOW_NOTIFY_RETRY_INITIAL", "1m", "wait after a notification's first failed attempt; doubles per attempt"},
+	{"OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL", "1h", "longest wait between two attempts"},
+	{"OPSFLOW_NOTIFY_RETRY_MAX_ATTEMPTS", "5", "attempts before a notification is dead (1-100)"},
+	{"OPSFLOW_WORKER_METRICS_ADDR", "127.0.0.1:9091", "where `opsflow worker` serves /metrics (`opsflow dev` serves everything on the API's)"},
 	{"OPSFLOW_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"OPSFLOW_DATA_DIR", ".opsflow", "where `opsflow dev` keeps its PostgreSQL cluster, Temporal database and keys"},
 	{"OPSFLOW_DB_MAX_CONNS", "16", "size of the pgx pool"},
@@ -82,7 +100,7 @@ func Load(getenv func(string) string) (Config, error) {
 		TemporalUIURL:       strings.TrimRight(p.str("OPSFLOW_TEMPORAL_UI_URL", "http://127.0.0.1:8233"), "/"),
 		AdminKey:            p.str("OPSFLOW_ADMIN_KEY", ""),
 		SecretKey:           p.secretKey("OPSFLOW_SECRET_KEY"),
-		NotifyAllow:         p.list("OPSFLOW_NOTIFY_ALLOW"),
+		NotifyAllow:         p.allowList("OPSFLOW_NOTIFY_ALLOW"),
 		LogLevel:            p.level("OPSFLOW_LOG_LEVEL", slog.LevelInfo),
 		DataDir:             p.str("OPSFLOW_DATA_DIR", ".opsflow"),
 		DBMaxConns:          int32(p.intRange("OPSFLOW_DB_MAX_CONNS", 16, 2, 1000)),
@@ -94,6 +112,14 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.AdminKey != "" && len(c.AdminKey) < 24 {
 		p.fail("OPSFLOW_ADMIN_KEY", "must be at least 24 characters")
 	}
+	c.SecretKeyPrevious = p.secretKey("OPSFLOW_SECRET_KEY_PREVIOUS")
+	c.NotifyRetryInitial = p.duration("OPSFLOW_NOTIFY_RETRY_INITIAL", time.Minute)
+	c.NotifyRetryMaxInterval = p.duration("OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL", time.Hour)
+	c.NotifyRetryMaxAttempts = p.intRange("OPSFLOW_NOTIFY_RETRY_MAX_ATTEMPTS", 5, 1, 100)
+	if c.NotifyRetryMaxInterval < c.NotifyRetryInitial {
+		p.fail("OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL", "must be at least OPSFLOW_NOTIFY_RETRY_INITIAL")
+	}
+	c.WorkerMetricsAddr = p.addr("OPSFLOW_WORKER_METRICS_ADDR", "127.0.0.1:9091")
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, err
 	}
@@ -185,3 +211,23 @@ func (p *parser) secretKey(name string) []byte {
 	}
 	return key
 }
+
+// allowList reads OPSFLOW_NOTIFY_ALLOW: each entry a CIDR, an IP address or
+// a host name.
+func (p *parser) allowList(name string) []string {
+	entries := p.list(name)
+	for _, e := range entries {
+		if _, err := netip.ParsePrefix(e); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(e); err == nil {
+			continue
+		}
+		if !hostName.MatchString(e) {
+			p.fail(name, fmt.Sprintf("%q is not a CIDR, an IP address or a host name", e))
+		}
+	}
+	return entries
+}
+
+var hostName = regexp.MustCompile(`^(?i)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$`)

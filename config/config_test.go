@@ -77,3 +77,35 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 		assert.True(t, strings.Contains(string(readme), "`"+v.Name+"`"), "README misses %s", v.Name)
 	}
 }
+
+func TestInvalidNotifyValuesAreNamed(t *testing.T) {
+	cases := map[string]string{
+		"OPSFLOW_SECRET_KEY_PREVIOUS":       "c2hvcnQ=",
+		"OPSFLOW_NOTIFY_ALLOW":              "127.0.0.0/8,not a host!",
+		"OPSFLOW_NOTIFY_RETRY_INITIAL":      "soon",
+		"OPSFLOW_NOTIFY_RETRY_MAX_ATTEMPTS": "0",
+		"OPSFLOW_WORKER_METRICS_ADDR":       "9091",
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := config.Load(env(map[string]string{name: value}))
+			require.ErrorContains(t, err, name)
+		})
+	}
+}
+
+func TestNotifyRetryDefaultsAndOrder(t *testing.T) {
+	c, err := config.Load(env(nil))
+	require.NoError(t, err)
+	assert.Equal(t, time.Minute, c.NotifyRetryInitial)
+	assert.Equal(t, time.Hour, c.NotifyRetryMaxInterval)
+	assert.Equal(t, 5, c.NotifyRetryMaxAttempts)
+	assert.Equal(t, "127.0.0.1:9091", c.WorkerMetricsAddr)
+
+	c, err = config.Load(env(map[string]string{"OPSFLOW_NOTIFY_RETRY_INITIAL": "200ms", "OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL": "1s"}))
+	require.NoError(t, err)
+	assert.Equal(t, 200*time.Millisecond, c.NotifyRetryInitial, "tests shorten the waits through configuration")
+
+	_, err = config.Load(env(map[string]string{"OPSFLOW_NOTIFY_RETRY_INITIAL": "2h"}))
+	require.ErrorContains(t, err, "OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL")
+}

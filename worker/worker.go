@@ -1,0 +1,39 @@
+// Package worker runs opsflow's Temporal worker: it registers every workflow
+// and activity under the names of the contract in package workflows, and
+// reconciles the schedules declared in schedules.go.
+package worker
+
+import (
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/opsflow/opsflow/activities"
+	"github.com/opsflow/opsflow/workflows"
+)
+
+// New builds a worker on taskQueue with everything registered; the caller
+// runs it (Run/Start) and stops it.
+func New(c client.Client, taskQueue string, acts *activities.Activities) sdkworker.Worker {
+	w := sdkworker.New(c, taskQueue, sdkworker.Options{})
+	Register(w, acts)
+	return w
+}
+
+// Register adds every workflow and activity to r (a worker, or a replayer /
+// test environment).
+func Register(r sdkworker.Registry, acts *activities.Activities) {
+	r.RegisterWorkflowWithOptions(workflows.Collect, workflow.RegisterOptions{Name: workflows.CollectWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.Notify, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
+
+	for name, fn := range map[string]any{
+		workflows.ActivityCollectRollups:       acts.CollectRollups,
+		workflows.ActivityRecordProcessMetrics: acts.RecordProcessMetrics,
+		workflows.ActivitySendNotification:     acts.SendNotification,
+		workflows.ActivityMarkNotificationDead: acts.MarkNotificationDead,
+		workflows.ActivityReopenNotification:   acts.ReopenNotification,
+	} {
+		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+}
