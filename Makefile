@@ -42,8 +42,9 @@ fuzz:
 	$(GO) test ./api/ -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 30s
 	$(GO) test ./notify/ -run '^$$' -fuzz FuzzValidateURL -fuzztime 30s
 
-bench: $(TEMPORAL_STAMP) $(BIN)/opsflow
-	$(GO) run ./cmd/opsflow bench --temporal-cli $(TEMPORAL) --out docs/benchmarks.md
+# Go benchmarks against the same real services as the tests.
+bench: $(TEMPORAL_STAMP)
+	$(GO) test ./... -run '^$$' -bench . -benchtime 1x -timeout 60m
 
 clean:
 	rm -rf $(BIN)
