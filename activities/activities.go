@@ -33,6 +33,10 @@ type Activities struct {
 	Outbound *notify.Outbound
 	// NotifyMetrics counts delivery outcomes; nil counts nothing.
 	NotifyMetrics *notify.Metrics
+	// fields: dashboards
+	// fields: daily
+	// fields: alerting
+	// fields: credentials
 }
 
 const defaultCollectBudget = 40 * time.Second

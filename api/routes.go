@@ -21,4 +21,8 @@ func (s *Server) routes(v1 *echo.Group) {
 	v1.GET("/notifications/:id", s.getNotification, admin)
 	v1.POST("/notifications/:id/requeue", s.requeueNotification, admin)
 	v1.POST("/notifications/requeue", s.requeueNotifications, admin)
+	// routes: dashboards
+	// routes: daily
+	// routes: alerting
+	// routes: credentials
 }

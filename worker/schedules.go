@@ -45,7 +45,11 @@ func Schedules(taskQueue string) []ScheduleDef {
 		// outage need no catching up: the next one covers them.
 		Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
 		CatchupWindow: time.Minute,
-	}}
+	},
+		// schedules: daily
+		// schedules: alerting
+		// schedules: credentials
+	}
 }
 
 // ApplyResult says what reconciling one schedule did.

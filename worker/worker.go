@@ -26,6 +26,9 @@ func New(c client.Client, taskQueue string, acts *activities.Activities) sdkwork
 func Register(r sdkworker.Registry, acts *activities.Activities) {
 	r.RegisterWorkflowWithOptions(workflows.Collect, workflow.RegisterOptions{Name: workflows.CollectWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.Notify, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
+	// workflows: daily
+	// workflows: alerting
+	// workflows: credentials
 
 	for name, fn := range map[string]any{
 		workflows.ActivityCollectRollups:       acts.CollectRollups,
@@ -33,6 +36,10 @@ func Register(r sdkworker.Registry, acts *activities.Activities) {
 		workflows.ActivitySendNotification:     acts.SendNotification,
 		workflows.ActivityMarkNotificationDead: acts.MarkNotificationDead,
 		workflows.ActivityReopenNotification:   acts.ReopenNotification,
+		// activities: dashboards
+		// activities: daily
+		// activities: alerting
+		// activities: credentials
 	} {
 		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

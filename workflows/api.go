@@ -245,3 +245,11 @@ type ReopenNotificationInput struct {
 	Actor          string `json:"actor"`
 	Reason         string `json:"reason,omitempty"`
 }
+
+// ---- dashboards (issue 3) ----
+
+// ---- daily (issue 4: daily statistics, retention, schedules) ----
+
+// ---- alerting (issue 6) ----
+
+// ---- credentials (issue 7) ----
