@@ -46,9 +46,9 @@ func Schedules(taskQueue string) []ScheduleDef {
 		Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
 		CatchupWindow: time.Minute,
 	},
-		// schedules: daily
-		// schedules: alerting
-		// schedules: credentials
+	// schedules: daily
+	// schedules: alerting
+	// schedules: credentials
 	}
 }
 
