@@ -21,15 +21,23 @@ func New(c client.Client, taskQueue string, acts *activities.Activities) sdkwork
 	return w
 }
 
-// Register adds every workflow and activity to r (a worker, or a replayer /
-// test environment).
+// Register adds every workflow and activity to r (a worker or a test
+// environment).
 func Register(r sdkworker.Registry, acts *activities.Activities) {
+	RegisterWorkflows(r)
+	registerActivities(r, acts)
+}
+
+// RegisterWorkflows adds every workflow to r; a replayer needs only these.
+func RegisterWorkflows(r sdkworker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.Collect, workflow.RegisterOptions{Name: workflows.CollectWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.Notify, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
 	// workflows: daily
 	// workflows: alerting
 	// workflows: credentials
+}
 
+func registerActivities(r sdkworker.ActivityRegistry, acts *activities.Activities) {
 	for name, fn := range map[string]any{
 		workflows.ActivityCollectRollups:       acts.CollectRollups,
 		workflows.ActivityRecordProcessMetrics: acts.RecordProcessMetrics,
