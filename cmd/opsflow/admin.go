@@ -14,16 +14,12 @@ func migrateCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "migrate", Short: "Apply, roll back or list schema migrations"}
 	run := func(op func(cmd *cobra.Command, d *db.DB) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := loadConfig()
+			c, err := connect(cmd.Context(), needDB)
 			if err != nil {
 				return err
 			}
-			d, err := openDB(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			return op(cmd, d)
+			defer c.close()
+			return op(cmd, c.db)
 		}
 	}
 	cmd.AddCommand(
@@ -60,16 +56,12 @@ func schedulesCmd() *cobra.Command {
 	cmd.AddCommand(&cobra.Command{
 		Use: "apply", Short: "Create or update every declared schedule", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := loadConfig()
+			c, err := connect(cmd.Context(), needTemporal)
 			if err != nil {
 				return err
 			}
-			tc, err := dialTemporal(cfg, log)
-			if err != nil {
-				return err
-			}
-			defer tc.Close()
-			results, err := worker.ApplySchedules(cmd.Context(), tc, cfg.TaskQueue)
+			defer c.close()
+			results, err := worker.ApplySchedules(cmd.Context(), c.temporal, c.cfg.TaskQueue)
 			for _, r := range results {
 				fmt.Fprintf(cmd.OutOrStdout(), "%-8s %s\n", r.Action, r.ID)
 			}
@@ -86,16 +78,12 @@ func keysCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create", Short: "Create an API key and print it (shown only once)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := loadConfig()
+			c, err := connect(cmd.Context(), needDB)
 			if err != nil {
 				return err
 			}
-			d, err := openDB(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			key, k, err := db.CreateAPIKey(cmd.Context(), d.Bun, name, scopes)
+			defer c.close()
+			key, k, err := db.CreateAPIKey(cmd.Context(), c.db.Bun, name, scopes)
 			if err != nil {
 				return err
 			}

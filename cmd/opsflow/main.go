@@ -11,8 +11,10 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 
 	"github.com/opsflow/opsflow/config"
+	"github.com/opsflow/opsflow/db"
 )
 
 func main() {
@@ -34,6 +36,52 @@ func rootCmd() *cobra.Command {
 	root.AddCommand(apiCmd(), workerCmd(), migrateCmd(), schedulesCmd(), keysCmd(), devCmd(), loadgenCmd(),
 		notificationsCmd())
 	return root
+}
+
+// conn is what a subcommand runs with: the configuration, the logger and
+// whichever of PostgreSQL and Temporal it asked connect for.
+type conn struct {
+	cfg      config.Config
+	log      *slog.Logger
+	db       *db.DB
+	temporal client.Client
+}
+
+// Dependencies a subcommand asks connect for.
+const (
+	needDB = 1 << iota
+	needTemporal
+)
+
+// connect loads the configuration and opens what needs asks for; close
+// releases it.
+func connect(ctx context.Context, needs int) (*conn, error) {
+	cfg, log, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{cfg: cfg, log: log}
+	if needs&needDB != 0 {
+		if c.db, err = openDB(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if needs&needTemporal != 0 {
+		if c.temporal, err = dialTemporal(cfg, log); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *conn) close() {
+	if c.temporal != nil {
+		c.temporal.Close()
+	}
+	if c.db != nil {
+		c.db.Close()
+	}
 }
 
 // loadConfig parses the environment once and installs the JSON slog logger.

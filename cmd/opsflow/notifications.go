@@ -23,21 +23,12 @@ func notificationsCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%q is not a notification id (UUID)", args[0])
 			}
-			cfg, log, err := loadConfig()
+			c, err := connect(cmd.Context(), needDB|needTemporal)
 			if err != nil {
 				return err
 			}
-			d, err := openDB(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			tc, err := dialTemporal(cfg, log)
-			if err != nil {
-				return err
-			}
-			defer tc.Close()
-			svc := &notify.Service{DB: d, Temporal: tc, TaskQueue: cfg.TaskQueue, Retry: notify.RetryFromConfig(cfg)}
+			defer c.close()
+			svc := &notify.Service{DB: c.db, Temporal: c.temporal, TaskQueue: c.cfg.TaskQueue, Retry: notify.RetryFromConfig(c.cfg)}
 			n, err := svc.Requeue(cmd.Context(), id.String(), cliActor(), reason)
 			if err != nil {
 				return err

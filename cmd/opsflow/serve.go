@@ -10,21 +10,12 @@ func apiCmd() *cobra.Command {
 		Short: "Serve the HTTP API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := loadConfig()
+			c, err := connect(cmd.Context(), needDB|needTemporal)
 			if err != nil {
 				return err
 			}
-			d, err := openDB(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			tc, err := dialTemporal(cfg, log)
-			if err != nil {
-				return err
-			}
-			defer tc.Close()
-			return serveAPI(cmd.Context(), cfg, log, d, tc, newRegistry())
+			defer c.close()
+			return serveAPI(cmd.Context(), c.cfg, c.log, c.db, c.temporal, newRegistry())
 		},
 	}
 }
@@ -35,27 +26,18 @@ func workerCmd() *cobra.Command {
 		Short: "Run the Temporal worker (reconciles schedules at start)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := loadConfig()
+			c, err := connect(cmd.Context(), needDB|needTemporal)
 			if err != nil {
 				return err
 			}
-			d, err := openDB(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			tc, err := dialTemporal(cfg, log)
-			if err != nil {
-				return err
-			}
-			defer tc.Close()
+			defer c.close()
 			reg := newRegistry()
-			stopMetrics, err := serveWorkerMetrics(cfg.WorkerMetricsAddr, reg, log)
+			stopMetrics, err := serveWorkerMetrics(c.cfg.WorkerMetricsAddr, reg, c.log)
 			if err != nil {
 				return err
 			}
 			defer stopMetrics()
-			return runWorker(cmd.Context(), cfg, log, d, tc, reg)
+			return runWorker(cmd.Context(), c.cfg, c.log, c.db, c.temporal, reg)
 		},
 	}
 }
