@@ -18,6 +18,7 @@ import (
 
 	"github.com/opsflow/opsflow/api"
 	"github.com/opsflow/opsflow/db"
+	"github.com/opsflow/opsflow/loadgen"
 )
 
 var decodeLimits = api.IngestLimits{
@@ -371,4 +372,18 @@ func BenchmarkDecodeBatch5000(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/event")
 		})
 	}
+	// The yardstick: encoding/json decoding the same array into typed
+	// structs, with no validation at all.
+	b.Run("array_encoding_json_reference", func(b *testing.B) {
+		body := jsonArray(b, evs)
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			var got []loadgen.Event
+			if err := json.Unmarshal(body, &got); err != nil || len(got) != len(evs) {
+				b.Fatalf("decode: %v (%d events)", err, len(got))
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(evs)), "ns/event")
+	})
 }
