@@ -49,6 +49,12 @@ func sendInput(attempt int, delay time.Duration) workflows.SendNotificationInput
 	return workflows.SendNotificationInput{NotificationID: notificationID, Attempt: attempt, RetryDelay: delay}
 }
 
+// onSend scripts one SendNotification answer for the input (a
+// SendNotificationInput or mock.Anything); chain Once or Times.
+func onSend(env *testsuite.TestWorkflowEnvironment, in any, err error) *testsuite.MockCallWrapper {
+	return env.OnActivity(workflows.ActivitySendNotification, mock.Anything, in).Return(workflows.SendNotificationResult{}, err)
+}
+
 func deliveryFailed(msg string) error {
 	return temporal.NewApplicationError(msg, workflows.ErrTypeDeliveryFailed)
 }
@@ -79,8 +85,7 @@ func TestNotifyDeliversOnTheFirstAttempt(t *testing.T) {
 			workflows.SearchAttrNotificationStatus.ValueSet(state),
 			workflows.SearchAttrChannelType.ValueSet("webhook"))).Return(nil).Once()
 	}
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, nil).Once()
+	onSend(env, sendInput(1, time.Minute), nil).Once()
 
 	env.ExecuteWorkflow(workflows.NotifyWorkflowName, notifyInput())
 
@@ -133,9 +138,8 @@ func TestNotifyBacksOffThenDelivers(t *testing.T) {
 func TestNotifyHonoursRetryAfter(t *testing.T) {
 	env := newNotifyEnv(t)
 	var secondAt time.Time
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, temporal.NewApplicationErrorWithOptions("target answered 429 Too Many Requests",
-			workflows.ErrTypeDeliveryFailed, temporal.ApplicationErrorOptions{NextRetryDelay: 17 * time.Second})).Once()
+	onSend(env, sendInput(1, time.Minute), temporal.NewApplicationErrorWithOptions("target answered 429 Too Many Requests",
+		workflows.ErrTypeDeliveryFailed, temporal.ApplicationErrorOptions{NextRetryDelay: 17 * time.Second})).Once()
 	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(2, 2*time.Minute)).
 		Return(func(context.Context, workflows.SendNotificationInput) (workflows.SendNotificationResult, error) {
 			secondAt = env.Now().UTC()
@@ -159,16 +163,14 @@ func TestNotifyDeadThenRequeuedByAnEmptySignal(t *testing.T) {
 	env := newNotifyEnv(t)
 	in := notifyInput()
 	in.Retry.MaximumAttempts = 3
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, mock.Anything).
-		Return(workflows.SendNotificationResult{}, deliveryFailed("target answered 503 Service Unavailable")).Times(3)
+	onSend(env, mock.Anything, deliveryFailed("target answered 503 Service Unavailable")).Times(3)
 	env.OnActivity(workflows.ActivityMarkNotificationDead, mock.Anything, workflows.MarkNotificationDeadInput{
 		NotificationID: notificationID, ChannelType: "webhook", LastError: "target answered 503 Service Unavailable",
 	}).Return(nil).Once()
 	env.OnActivity(workflows.ActivityReopenNotification, mock.Anything, workflows.ReopenNotificationInput{
 		NotificationID: notificationID, Actor: "temporal-ui",
 	}).Return(nil).Once()
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, nil).Once()
+	onSend(env, sendInput(1, time.Minute), nil).Once()
 	var dead workflows.NotifyStatus
 	env.RegisterDelayedCallback(func() {
 		dead = queryStatus(t, env)
@@ -185,15 +187,13 @@ func TestNotifyDeadThenRequeuedByAnEmptySignal(t *testing.T) {
 
 func TestNotifyRequeueNamesWhoAsked(t *testing.T) {
 	env := newNotifyEnv(t)
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, temporal.NewNonRetryableApplicationError("target answered 404 Not Found",
-			workflows.ErrTypeDeliveryRejected, nil)).Once()
+	onSend(env, sendInput(1, time.Minute), temporal.NewNonRetryableApplicationError("target answered 404 Not Found",
+		workflows.ErrTypeDeliveryRejected, nil)).Once()
 	env.OnActivity(workflows.ActivityMarkNotificationDead, mock.Anything, mock.Anything).Return(nil).Once()
 	env.OnActivity(workflows.ActivityReopenNotification, mock.Anything, workflows.ReopenNotificationInput{
 		NotificationID: notificationID, Actor: "key:3 (ops)", Reason: "endpoint fixed",
 	}).Return(nil).Once()
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, nil).Once()
+	onSend(env, sendInput(1, time.Minute), nil).Once()
 	env.RegisterDelayedCallback(func() {
 		env.SignalWorkflow(workflows.SignalRequeue, workflows.RequeueSignal{Actor: "key:3 (ops)", Reason: "endpoint fixed"})
 	}, time.Hour)
@@ -211,12 +211,10 @@ func TestNotifyDropsRequeuesSentWhileNotDead(t *testing.T) {
 	env := newNotifyEnv(t)
 	in := notifyInput()
 	in.Retry.MaximumAttempts = 2
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, mock.Anything).
-		Return(workflows.SendNotificationResult{}, deliveryFailed("boom")).Times(2)
+	onSend(env, mock.Anything, deliveryFailed("boom")).Times(2)
 	env.OnActivity(workflows.ActivityMarkNotificationDead, mock.Anything, mock.Anything).Return(nil).Once()
 	env.OnActivity(workflows.ActivityReopenNotification, mock.Anything, mock.Anything).Return(nil).Once()
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, mock.Anything).
-		Return(workflows.SendNotificationResult{}, nil).Once()
+	onSend(env, mock.Anything, nil).Once()
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.SignalRequeue, nil) }, 30*time.Second)
 	var stillDead workflows.NotifyStatus
 	env.RegisterDelayedCallback(func() {
@@ -233,9 +231,8 @@ func TestNotifyDropsRequeuesSentWhileNotDead(t *testing.T) {
 
 func TestNotifyRejectionIsDeadAtOnce(t *testing.T) {
 	env := newNotifyEnv(t)
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, temporal.NewNonRetryableApplicationError("target answered 401 Unauthorized",
-			workflows.ErrTypeDeliveryRejected, nil)).Once()
+	onSend(env, sendInput(1, time.Minute), temporal.NewNonRetryableApplicationError("target answered 401 Unauthorized",
+		workflows.ErrTypeDeliveryRejected, nil)).Once()
 	env.OnActivity(workflows.ActivityMarkNotificationDead, mock.Anything, workflows.MarkNotificationDeadInput{
 		NotificationID: notificationID, ChannelType: "webhook", LastError: "target answered 401 Unauthorized",
 	}).Return(nil).Once()
@@ -257,10 +254,8 @@ func TestNotifyRejectionIsDeadAtOnce(t *testing.T) {
 // failed and the policy's backoff applies.
 func TestNotifyInfrastructureFailureCountsAsAnAttempt(t *testing.T) {
 	env := newNotifyEnv(t)
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, temporal.NewApplicationError("start attempt: the database is unavailable", "Unavailable")).Times(3)
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(2, 2*time.Minute)).
-		Return(workflows.SendNotificationResult{}, nil).Once()
+	onSend(env, sendInput(1, time.Minute), temporal.NewApplicationError("start attempt: the database is unavailable", "Unavailable")).Times(3)
+	onSend(env, sendInput(2, 2*time.Minute), nil).Once()
 
 	env.ExecuteWorkflow(workflows.NotifyWorkflowName, notifyInput())
 
@@ -273,12 +268,10 @@ func TestNotifyInfrastructureFailureCountsAsAnAttempt(t *testing.T) {
 // so the run waits for, and finds, that requeue.
 func TestNotifyActsOnARequeueThatStartedIt(t *testing.T) {
 	env := newNotifyEnv(t)
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, temporal.NewNonRetryableApplicationError("notification is dead",
-			workflows.ErrTypeNotificationDead, nil)).Once()
+	onSend(env, sendInput(1, time.Minute), temporal.NewNonRetryableApplicationError("notification is dead",
+		workflows.ErrTypeNotificationDead, nil)).Once()
 	env.OnActivity(workflows.ActivityReopenNotification, mock.Anything, mock.Anything).Return(nil).Once()
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, sendInput(1, time.Minute)).
-		Return(workflows.SendNotificationResult{}, nil).Once()
+	onSend(env, sendInput(1, time.Minute), nil).Once()
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.SignalRequeue, workflows.RequeueSignal{Actor: "key:1"}) }, 0)
 
 	env.ExecuteWorkflow(workflows.NotifyWorkflowName, notifyInput())
@@ -291,9 +284,8 @@ func TestNotifyActsOnARequeueThatStartedIt(t *testing.T) {
 // TestNotifyContinuesAsNewAfterTenRequeues keeps one run's history bounded.
 func TestNotifyContinuesAsNewAfterTenRequeues(t *testing.T) {
 	env := newNotifyEnv(t)
-	env.OnActivity(workflows.ActivitySendNotification, mock.Anything, mock.Anything).
-		Return(workflows.SendNotificationResult{}, temporal.NewNonRetryableApplicationError("target answered 400 Bad Request",
-			workflows.ErrTypeDeliveryRejected, nil))
+	onSend(env, mock.Anything, temporal.NewNonRetryableApplicationError("target answered 400 Bad Request",
+		workflows.ErrTypeDeliveryRejected, nil))
 	env.OnActivity(workflows.ActivityMarkNotificationDead, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(workflows.ActivityReopenNotification, mock.Anything, mock.Anything).Return(nil)
 	for i := 1; i <= 10; i++ {
