@@ -5,13 +5,19 @@
 package activities
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
 
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/opsflow/opsflow/credentials"
 	"github.com/opsflow/opsflow/db"
 	"github.com/opsflow/opsflow/notify"
 	"github.com/opsflow/opsflow/secrets"
+	"github.com/opsflow/opsflow/workflows"
 )
 
 // Activities carries the dependencies every activity shares.
@@ -36,7 +42,15 @@ type Activities struct {
 	// fields: dashboards
 	// fields: daily
 	// fields: alerting
+	// NotifyRetry is the default delivery policy of alert notifications
+	// (OPSFLOW_NOTIFY_RETRY_*); an invalid or zero one means
+	// workflows.DefaultNotifyRetryPolicy.
+	NotifyRetry workflows.NotifyRetryPolicy
 	// fields: credentials
+	// CredentialMetrics counts refresh outcomes; nil counts nothing. The
+	// token endpoint is called through Outbound, and credentials are opened
+	// with Secrets.
+	CredentialMetrics *credentials.Metrics
 }
 
 const defaultCollectBudget = 40 * time.Second
@@ -69,4 +83,16 @@ func (a *Activities) collectBudget() time.Duration {
 		return defaultCollectBudget
 	}
 	return a.CollectBudget
+}
+
+// errTypeUnavailable marks opsflow's own trouble (PostgreSQL away): worth
+// retrying, and described without the driver's text, which would otherwise
+// reach the Temporal UI and the status query.
+const errTypeUnavailable = "Unavailable"
+
+// unavailable logs a database failure in full and returns a retryable
+// error that names only the step.
+func (a *Activities) unavailable(ctx context.Context, step string, err error) error {
+	activity.GetLogger(ctx).Warn("Database step failed", "step", step, "error", err)
+	return temporal.NewApplicationError(step+": the database is unavailable", errTypeUnavailable)
 }

@@ -361,8 +361,10 @@ func TestRecomputeWindowKeepsRollupsOlderThanRawRows(t *testing.T) {
 	// A rollup whose raw rows retention has already dropped.
 	old := db.RollupMinute{
 		Minute: base.Add(-48 * time.Hour), Tenant: "acme", Provider: "openai", Model: "gpt-4o",
-		Requests: 7, CostUSD: "1.5", LatencySketch: db.EncodeSketch(db.NewLatencySketch()),
-		TTFTSketch: db.EncodeSketch(db.NewLatencySketch()),
+		RollupCounters: db.RollupCounters{
+			RequestCounts: db.RequestCounts{Requests: 7, CostUSD: "1.5"},
+			LatencySketch: db.EncodeSketch(db.NewLatencySketch()), TTFTSketch: db.EncodeSketch(db.NewLatencySketch()),
+		},
 	}
 	require.NoError(t, db.InsertRollups(ctx, d.Bun, []db.RollupMinute{old}))
 	a := &activities.Activities{DB: d}

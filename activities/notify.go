@@ -18,11 +18,6 @@ import (
 	"github.com/opsflow/opsflow/workflows"
 )
 
-// errTypeUnavailable marks opsflow's own trouble (PostgreSQL away): worth
-// retrying, and described without the driver's text, which would otherwise
-// reach the Temporal UI and the status query.
-const errTypeUnavailable = "Unavailable"
-
 // deliveredMark is the heartbeat detail a try leaves once the target has
 // accepted the notification: a retry of the same attempt that finds it only
 // records the delivery, never sends again.
@@ -152,13 +147,6 @@ func (a *Activities) recordSent(ctx context.Context, id string) error {
 		a.NotifyMetrics.Sent(channelType)
 	}
 	return nil
-}
-
-// unavailable logs a database failure in full and returns a retryable
-// error that names only the step.
-func (a *Activities) unavailable(ctx context.Context, step string, err error) error {
-	activity.GetLogger(ctx).Warn("Notification bookkeeping failed", "step", step, "error", err)
-	return temporal.NewApplicationError(step+": the database is unavailable", errTypeUnavailable)
 }
 
 // MarkNotificationDead dead-letters a notification after its last attempt.

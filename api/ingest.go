@@ -59,6 +59,7 @@ func (s *Server) ingestRequests(c echo.Context) error {
 	default:
 		s.metrics.ingestBatches.WithLabelValues("stored").Inc()
 		s.metrics.ingestEvents.WithLabelValues("stored").Add(float64(res.Stored))
+		s.realtime.record(batch.Logs)
 	}
 	return c.JSON(http.StatusOK, res)
 }

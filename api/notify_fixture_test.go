@@ -106,6 +106,15 @@ func newNotifyAPI(t *testing.T, withTemporal bool) *notifyAPI {
 // checks that no secret ever comes back.
 func (env *notifyAPI) do(t *testing.T, method, path string, body any, key ...string) (int, []byte) {
 	t.Helper()
+	code, b := serveJSON(t, env.e, method, path, body, key...)
+	assert.NotContains(t, string(b), secretMark, "%s %s leaked a secret", method, path)
+	return code, b
+}
+
+// serveJSON sends body as JSON through e with the bootstrap admin key, or
+// the given key ("" sends none), and returns the answer.
+func serveJSON(t testing.TB, e http.Handler, method, path string, body any, key ...string) (int, []byte) {
+	t.Helper()
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -122,8 +131,7 @@ func (env *notifyAPI) do(t *testing.T, method, path string, body any, key ...str
 	}
 	req.Header.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	rec := httptest.NewRecorder()
-	env.e.ServeHTTP(rec, req)
-	assert.NotContains(t, rec.Body.String(), secretMark, "%s %s leaked a secret", method, path)
+	e.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.Bytes()
 }
 

@@ -22,7 +22,11 @@ func (s *Server) routes(v1 *echo.Group) {
 	v1.POST("/notifications/:id/requeue", s.requeueNotification, admin)
 	v1.POST("/notifications/requeue", s.requeueNotifications, admin)
 	// routes: dashboards
+	s.dashboardRoutes(v1)
 	// routes: daily
+	s.dailyRoutes(v1)
 	// routes: alerting
+	s.alertingRoutes(v1)
 	// routes: credentials
+	s.credentialRoutes(v1)
 }

@@ -41,6 +41,7 @@ type Server struct {
 	requestLogs  *db.RequestLogStore
 	now          func() time.Time
 	notify       *notify.Service
+	realtime     *realtimeHub
 }
 
 // New builds the Echo instance with every route.
@@ -59,6 +60,8 @@ func New(d Deps) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(d.Logger)
 	e.Server.ReadHeaderTimeout = 10 * time.Second
 	e.Server.IdleTimeout = 2 * time.Minute
+	s.realtime = newRealtimeHub(d.Config.RealtimeMaxSubscribers)
+	e.Server.RegisterOnShutdown(s.realtime.close)
 	e.Use(middleware.RequestID(), s.requestLogger(), s.metrics.middleware, middleware.Recover())
 
 	e.GET("/healthz", s.healthz)

@@ -53,6 +53,9 @@ type Config struct {
 	IngestMaxAge time.Duration
 	// IngestMaxFutureSkew bounds gateway clock skew.
 	IngestMaxFutureSkew time.Duration
+	// RealtimeMaxSubscribers bounds open dashboard realtime streams per API
+	// process; past it, 503.
+	RealtimeMaxSubscribers int
 }
 
 // Var documents one environment variable.
@@ -83,6 +86,7 @@ var Vars = []Var{
 	{"OPSFLOW_INGEST_MAX_EVENTS", "10000", "most events in one ingest batch (413 above)"},
 	{"OPSFLOW_INGEST_MAX_AGE", "720h", "oldest event timestamp accepted"},
 	{"OPSFLOW_INGEST_MAX_FUTURE_SKEW", "5m", "how far in the future an event timestamp may be"},
+	{"OPSFLOW_REALTIME_MAX_SUBSCRIBERS", "100", "open `GET /api/v1/dashboard/realtime` streams per API process (503 above)"},
 }
 
 // Load reads the environment through getenv (os.Getenv when nil).
@@ -120,6 +124,7 @@ func Load(getenv func(string) string) (Config, error) {
 		p.fail("OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL", "must be at least OPSFLOW_NOTIFY_RETRY_INITIAL")
 	}
 	c.WorkerMetricsAddr = p.addr("OPSFLOW_WORKER_METRICS_ADDR", "127.0.0.1:9091")
+	c.RealtimeMaxSubscribers = p.intRange("OPSFLOW_REALTIME_MAX_SUBSCRIBERS", 100, 1, 100_000)
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, err
 	}

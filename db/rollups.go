@@ -28,21 +28,34 @@ import (
 type RollupMinute struct {
 	bun.BaseModel `bun:"table:rollup_minute"`
 
-	Minute       time.Time `bun:"minute,pk"`
-	Tenant       string    `bun:"tenant,pk"`
-	Provider     string    `bun:"provider,pk"`
-	Model        string    `bun:"model,pk"`
-	Requests     int64     `bun:"requests"`
-	Successes    int64     `bun:"successes"`
-	Status4xx    int64     `bun:"status_4xx"`
-	Status5xx    int64     `bun:"status_5xx"`
-	Timeouts     int64     `bun:"timeouts"`
-	InputTokens  int64     `bun:"input_tokens"`
-	OutputTokens int64     `bun:"output_tokens"`
-	CachedTokens int64     `bun:"cached_tokens"`
+	Minute   time.Time `bun:"minute,pk"`
+	Tenant   string    `bun:"tenant,pk"`
+	Provider string    `bun:"provider,pk"`
+	Model    string    `bun:"model,pk"`
+	RollupCounters
+}
+
+// RequestCounts are the summable request, token and cost counters every
+// aggregate of request logs carries, with RollupMinute's definitions.
+type RequestCounts struct {
+	Requests     int64 `bun:"requests"`
+	Successes    int64 `bun:"successes"`
+	Status4xx    int64 `bun:"status_4xx"`
+	Status5xx    int64 `bun:"status_5xx"`
+	Timeouts     int64 `bun:"timeouts"`
+	InputTokens  int64 `bun:"input_tokens"`
+	OutputTokens int64 `bun:"output_tokens"`
+	CachedTokens int64 `bun:"cached_tokens"`
 	// CostUSD is the exact numeric sum as decimal text: a float64 would make
 	// cost totals drift from the raw rows.
-	CostUSD       string  `bun:"cost_usd"`
+	CostUSD string `bun:"cost_usd"`
+}
+
+// RollupCounters are the columns shared by rollup_minute,
+// rollup_minute_proj and rollup_hour: the counts and the latency and TTFT
+// summaries.
+type RollupCounters struct {
+	RequestCounts
 	LatencySum    float64 `bun:"latency_sum"`
 	LatencyMax    float64 `bun:"latency_max"`
 	LatencySketch []byte  `bun:"latency_sketch"`
@@ -71,8 +84,8 @@ type Recomputed struct {
 // touches.
 const RecomputeChunkMinutes = 60
 
-// insertChunk bounds one INSERT's statement size (sketches are inlined).
-const insertChunk = 500
+// insertChunk bounds the rows (and so the parameter arrays) of one INSERT.
+const insertChunk = 5000
 
 // LockRollups takes the transaction-level advisory lock that serialises every
 // writer of rollup_minute, so two collectors never recompute the same minutes
@@ -154,21 +167,13 @@ GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4`
 
 type minuteAggregate struct {
-	Minute       time.Time `bun:"minute"`
-	Tenant       string    `bun:"tenant"`
-	Provider     string    `bun:"provider"`
-	Model        string    `bun:"model"`
-	Requests     int64     `bun:"requests"`
-	Successes    int64     `bun:"successes"`
-	Status4xx    int64     `bun:"status_4xx"`
-	Status5xx    int64     `bun:"status_5xx"`
-	Timeouts     int64     `bun:"timeouts"`
-	InputTokens  int64     `bun:"input_tokens"`
-	OutputTokens int64     `bun:"output_tokens"`
-	CachedTokens int64     `bun:"cached_tokens"`
-	CostUSD      string    `bun:"cost_usd"`
-	Latencies    []float64 `bun:"latencies,array"`
-	TTFTs        []float64 `bun:"ttfts,array"`
+	Minute   time.Time `bun:"minute"`
+	Tenant   string    `bun:"tenant"`
+	Provider string    `bun:"provider"`
+	Model    string    `bun:"model"`
+	RequestCounts
+	Latencies []float64 `bun:"latencies,array"`
+	TTFTs     []float64 `bun:"ttfts,array"`
 }
 
 // AggregateMinutes computes the rollup rows of the given minutes (any
@@ -194,12 +199,11 @@ func (a *minuteAggregate) rollup() RollupMinute {
 	lat, ttft := summarise(a.Latencies), summarise(a.TTFTs)
 	return RollupMinute{
 		Minute: a.Minute.UTC(), Tenant: a.Tenant, Provider: a.Provider, Model: a.Model,
-		Requests: a.Requests, Successes: a.Successes,
-		Status4xx: a.Status4xx, Status5xx: a.Status5xx, Timeouts: a.Timeouts,
-		InputTokens: a.InputTokens, OutputTokens: a.OutputTokens, CachedTokens: a.CachedTokens,
-		CostUSD:    a.CostUSD,
-		LatencySum: lat.sum, LatencyMax: lat.max, LatencySketch: lat.sketch,
-		TTFTCount: int64(len(a.TTFTs)), TTFTSum: ttft.sum, TTFTMax: ttft.max, TTFTSketch: ttft.sketch,
+		RollupCounters: RollupCounters{
+			RequestCounts: a.RequestCounts,
+			LatencySum:    lat.sum, LatencyMax: lat.max, LatencySketch: lat.sketch,
+			TTFTCount: int64(len(a.TTFTs)), TTFTSum: ttft.sum, TTFTMax: ttft.max, TTFTSketch: ttft.sketch,
+		},
 	}
 }
 
@@ -229,8 +233,13 @@ func summarise(values []float64) summary {
 // InsertRollups inserts rollup rows; the caller has deleted their minutes.
 func InsertRollups(ctx context.Context, idb bun.IDB, rows []RollupMinute) error {
 	for chunk := range slices.Chunk(rows, insertChunk) {
-		if _, err := idb.NewInsert().Model(&chunk).Exec(ctx); err != nil {
-			return fmt.Errorf("insert rollups: %w", MapError(err))
+		cols := rollupColumns{table: "rollup_minute", tsColumn: "minute"}
+		for i := range chunk {
+			r := &chunk[i]
+			cols.add(0, r.Minute, r.Tenant, r.Provider, r.Model, &r.RollupCounters, 0)
+		}
+		if err := cols.insert(ctx, idb); err != nil {
+			return fmt.Errorf("insert rollups: %w", err)
 		}
 	}
 	return nil
@@ -240,8 +249,10 @@ func InsertRollups(ctx context.Context, idb bun.IDB, rows []RollupMinute) error 
 // each stands for its UTC minute, duplicates are fine) with rows recomputed
 // from every raw row in them. Recomputing from all rows, not only new ones,
 // is what makes collection idempotent and folds late events in. It takes
-// LockRollups; idb must be a transaction. progress is called after each
-// chunk so a long recompute can heartbeat.
+// LockRollups; idb must be a transaction. The dashboards' pre-aggregates of
+// those minutes and their hours are rebuilt with them (see
+// RebuildDashboardRollups). progress is called after each chunk so a long
+// recompute can heartbeat.
 func RecomputeMinutes(ctx context.Context, idb bun.IDB, minutes []time.Time, progress func(Recomputed)) (Recomputed, error) {
 	var done Recomputed
 	if err := LockRollups(ctx, idb); err != nil {
@@ -258,6 +269,11 @@ func RecomputeMinutes(ctx context.Context, idb bun.IDB, minutes []time.Time, pro
 			done.Requests += rows[i].Requests
 		}
 		progress(done)
+	}
+	// The dashboards' pre-aggregates follow in the same transaction, so a
+	// reader never sees them disagree with rollup_minute.
+	if err := RebuildDashboardRollups(ctx, idb, minutes, func() { progress(done) }); err != nil {
+		return done, err
 	}
 	return done, nil
 }

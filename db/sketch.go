@@ -88,3 +88,36 @@ func MergeSketches(dst *ddsketch.DDSketch, srcs ...*ddsketch.DDSketch) error {
 	}
 	return nil
 }
+
+// SketchQuantile estimates quantile q (0-1) the way percentile_cont
+// computes it: linear interpolation between the order statistics around
+// rank q*(n-1). DDSketch's own GetValueAtQuantile returns the one order
+// statistic at or below that rank, which in a sparse tail (p99 of a few
+// hundred values) can sit several percent from percentile_cont's answer.
+// Each of the two statistics read here is within the sketch's 0.5%, and so
+// is any value between them. An empty sketch gives false.
+func SketchQuantile(s *ddsketch.DDSketch, q float64) (float64, bool) {
+	n := s.GetCount()
+	if n == 0 || q < 0 || q > 1 {
+		return 0, false
+	}
+	rank := q * (n - 1)
+	lo := math.Floor(rank)
+	v := valueAtRank(s, lo, n)
+	if frac := rank - lo; frac > 0 {
+		v += frac * (valueAtRank(s, lo+1, n) - v)
+	}
+	return v, true
+}
+
+// valueAtRank returns the order statistic of 0-based rank k. The sketch
+// looks up the first bin whose cumulative count exceeds rank q*(n-1), so
+// asking for k+0.5 lands inside k's bin whatever the float rounding.
+func valueAtRank(s *ddsketch.DDSketch, k, n float64) float64 {
+	q := 1.0
+	if k+0.5 < n-1 {
+		q = (k + 0.5) / (n - 1)
+	}
+	v, _ := s.GetValueAtQuantile(q) // q is within [0, 1]
+	return v
+}

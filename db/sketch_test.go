@@ -2,6 +2,8 @@ package db_test
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -94,4 +96,65 @@ func TestAddToSketchClampsUntrackableValues(t *testing.T) {
 	maxValue, err := s.GetMaxValue()
 	require.NoError(t, err)
 	assert.InEpsilon(t, s.MaxIndexableValue(), maxValue, db.SketchRelativeAccuracy)
+}
+
+// percentileCont is PostgreSQL's percentile_cont on sorted values.
+func percentileCont(sorted []float64, q float64) float64 {
+	rank := q * float64(len(sorted)-1)
+	lo := math.Floor(rank)
+	v := sorted[int(lo)]
+	if frac := rank - lo; frac > 0 {
+		v += frac * (sorted[int(lo)+1] - v)
+	}
+	return v
+}
+
+// TestSketchQuantile: the interpolated sketch quantile stays within the
+// sketch's accuracy of percentile_cont, also in sparse heavy tails where
+// the nearest order statistic alone is far off.
+func TestSketchQuantile(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cases := map[string]func() float64{
+		"lognormal":  func() float64 { return math.Exp(6 + 1.5*rng.NormFloat64()) },
+		"uniform":    func() float64 { return 20 + rng.Float64()*3000 },
+		"with zeros": func() float64 { return math.Max(0, rng.NormFloat64()*100) },
+		"bimodal":    func() float64 { return []float64{40, 120_000}[rng.IntN(2)] * (1 + rng.Float64()/10) },
+	}
+	for name, gen := range cases {
+		for _, n := range []int{1, 2, 7, 100, 513, 20_000} {
+			values := make([]float64, n)
+			s := db.NewLatencySketch()
+			for i := range values {
+				values[i] = gen()
+				db.AddToSketch(s, values[i])
+			}
+			slices.Sort(values)
+			for _, q := range []float64{0, 0.5, 0.9, 0.95, 0.99, 1} {
+				got, ok := db.SketchQuantile(s, q)
+				require.True(t, ok)
+				want := percentileCont(values, q)
+				assert.InDelta(t, want, got, want*db.SketchRelativeAccuracy+1e-9, "%s n=%d q=%v", name, n, q)
+			}
+		}
+	}
+	_, ok := db.SketchQuantile(db.NewLatencySketch(), 0.5)
+	assert.False(t, ok, "an empty sketch has no quantiles")
+}
+
+// TestSketchQuantileInterpolatesLikePercentileCont: on values far apart, a
+// plain sketch quantile answers one raw value while percentile_cont
+// interpolates; SketchQuantile does as percentile_cont does.
+func TestSketchQuantileInterpolatesLikePercentileCont(t *testing.T) {
+	s := sketchOf(10, 20, 30, 40, 1000)
+	tests := []struct{ q, want float64 }{
+		{0, 10}, {0.5, 30}, {0.6, 34}, {0.95, 808}, {0.99, 961.6}, {1, 1000},
+	}
+	for _, tc := range tests {
+		got, ok := db.SketchQuantile(s, tc.q)
+		require.True(t, ok)
+		assert.InEpsilon(t, tc.want, got, db.SketchRelativeAccuracy, "q=%g", tc.q)
+	}
+	got, ok := db.SketchQuantile(sketchOf(42), 0.99)
+	require.True(t, ok)
+	assert.InEpsilon(t, 42, got, db.SketchRelativeAccuracy)
 }

@@ -32,23 +32,69 @@ func Schedules(taskQueue string) []ScheduleDef {
 		ID:          workflows.CollectScheduleID,
 		Description: "roll raw request logs up into minute rollups; record process metrics",
 		Spec:        client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: time.Minute}}},
-		Action: &client.ScheduleWorkflowAction{
-			ID:                 workflows.CollectScheduleID,
-			Workflow:           workflows.CollectWorkflowName,
-			Args:               []any{workflows.CollectInput{}},
-			TaskQueue:          taskQueue,
-			WorkflowRunTimeout: 10 * time.Minute,
-			TypedSearchAttributes: temporal.NewSearchAttributes(
-				workflows.SearchAttrJob.ValueSet("collect")),
-		},
+		Action:      scheduledRun(taskQueue, workflows.CollectScheduleID, workflows.CollectWorkflowName, 10*time.Minute, workflows.CollectInput{}),
 		// Each run processes every pending batch, so runs missed during an
 		// outage need no catching up: the next one covers them.
 		Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
 		CatchupWindow: time.Minute,
 	},
-	// schedules: daily
-	// schedules: alerting
-	// schedules: credentials
+		// schedules: daily
+		{
+			ID:          workflows.DailyScheduleID,
+			Description: "aggregate the previous UTC day (and refold the day before) into daily_stats",
+			Spec:        client.ScheduleSpec{CronExpressions: []string{"5 0 * * *"}},
+			Action:      scheduledRun(taskQueue, workflows.DailyScheduleID, workflows.DailyWorkflowName, 2*time.Hour, workflows.DailyInput{}),
+			// A run aggregates the day before its scheduled time, so a run
+			// missed during an outage is worth catching up for a day.
+			Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_BUFFER_ONE,
+			CatchupWindow: 24 * time.Hour,
+		},
+		{
+			ID:          workflows.RetentionScheduleID,
+			Description: "enforce retention policies; create request_logs partitions 7 days ahead",
+			Spec:        client.ScheduleSpec{CronExpressions: []string{"0 3 * * *"}},
+			Action:      scheduledRun(taskQueue, workflows.RetentionScheduleID, workflows.RetentionWorkflowName, 12*time.Hour, workflows.RetentionInput{}),
+			// The next run removes whatever a skipped one would have.
+			Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+			CatchupWindow: 6 * time.Hour,
+		},
+		// schedules: alerting
+		{
+			ID:          workflows.AlertEvalScheduleID,
+			Description: "evaluate alert rules over the previous minute's rollups; notify transitions",
+			// Half a minute after the collector, which has rolled the previous
+			// minute up by then; each run evaluates the minute before its slot.
+			Spec:   client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: time.Minute, Offset: 30 * time.Second}}},
+			Action: scheduledRun(taskQueue, workflows.AlertEvalScheduleID, workflows.AlertEvalWorkflowName, 5*time.Minute, workflows.AlertEvalInput{}),
+			// A run evaluates its own minute, and alert clocks are stored, so a
+			// skipped or missed minute only delays a transition by a minute.
+			Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+			CatchupWindow: time.Minute,
+		},
+		// schedules: credentials
+		{
+			ID:          workflows.CredentialsReconcileScheduleID,
+			Description: "start the token-refresh workflow of every credential lacking one; end those of deleted credentials",
+			Spec:        client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: 10 * time.Minute}}},
+			Action:      scheduledRun(taskQueue, workflows.CredentialsReconcileScheduleID, workflows.CredentialsReconcileWorkflowName, 5*time.Minute),
+			// A run looks at every credential: missed runs need no catching up.
+			Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+			CatchupWindow: time.Minute,
+		},
+	}
+}
+
+// scheduledRun is a schedule's action: one run of workflowName with id
+// (Temporal appends the scheduled time), tagged with the job name so the
+// Temporal UI can list a job's runs.
+func scheduledRun(taskQueue, id, workflowName string, runTimeout time.Duration, args ...any) *client.ScheduleWorkflowAction {
+	return &client.ScheduleWorkflowAction{
+		ID:                    id,
+		Workflow:              workflowName,
+		Args:                  args,
+		TaskQueue:             taskQueue,
+		WorkflowRunTimeout:    runTimeout,
+		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.SearchAttrJob.ValueSet(workflowName)),
 	}
 }
 

@@ -33,8 +33,14 @@ func RegisterWorkflows(r sdkworker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(workflows.Collect, workflow.RegisterOptions{Name: workflows.CollectWorkflowName})
 	r.RegisterWorkflowWithOptions(workflows.Notify, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
 	// workflows: daily
+	r.RegisterWorkflowWithOptions(workflows.Daily, workflow.RegisterOptions{Name: workflows.DailyWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.DailyBackfill, workflow.RegisterOptions{Name: workflows.DailyBackfillWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.Retention, workflow.RegisterOptions{Name: workflows.RetentionWorkflowName})
 	// workflows: alerting
+	r.RegisterWorkflowWithOptions(workflows.AlertEval, workflow.RegisterOptions{Name: workflows.AlertEvalWorkflowName})
 	// workflows: credentials
+	r.RegisterWorkflowWithOptions(workflows.TokenRefresh, workflow.RegisterOptions{Name: workflows.TokenRefreshWorkflowName})
+	r.RegisterWorkflowWithOptions(workflows.CredentialsReconcile, workflow.RegisterOptions{Name: workflows.CredentialsReconcileWorkflowName})
 }
 
 func registerActivities(r sdkworker.ActivityRegistry, acts *activities.Activities) {
@@ -46,8 +52,20 @@ func registerActivities(r sdkworker.ActivityRegistry, acts *activities.Activitie
 		workflows.ActivityReopenNotification:   acts.ReopenNotification,
 		// activities: dashboards
 		// activities: daily
+		workflows.ActivityAggregateDay:          acts.AggregateDailyStats,
+		workflows.ActivityEnsurePartitions:      acts.EnsureRequestLogPartitions,
+		workflows.ActivityRetentionPlan:         acts.RetentionPlan,
+		workflows.ActivityDropExpiredPartitions: acts.DropExpiredPartitions,
+		workflows.ActivityPurgeExpired:          acts.PurgeExpired,
+		workflows.ActivityTrimRequestLogs:       acts.TrimRequestLogs,
 		// activities: alerting
+		workflows.ActivityLoadAlertEval:     acts.LoadAlertEval,
+		workflows.ActivityApplyAlertUpdates: acts.ApplyAlertUpdates,
 		// activities: credentials
+		workflows.ActivityLoadCredential:       acts.LoadCredential,
+		workflows.ActivityRefreshCredential:    acts.RefreshCredential,
+		workflows.ActivityMarkCredentialError:  acts.MarkCredentialError,
+		workflows.ActivityReconcileCredentials: acts.ReconcileCredentials,
 	} {
 		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

@@ -138,8 +138,9 @@ func sendActivityOptions() workflow.ActivityOptions {
 	}
 }
 
-// bookkeepingOptions are for the state changes a notification cannot do
-// without: they retry until PostgreSQL answers.
+// bookkeepingOptions are for the state changes a workflow cannot go on
+// without (notification, alert and credential rows): they retry until
+// PostgreSQL answers.
 func bookkeepingOptions() workflow.ActivityOptions {
 	return workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Second,

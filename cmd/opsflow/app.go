@@ -19,6 +19,7 @@ import (
 	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/api"
 	"github.com/opsflow/opsflow/config"
+	"github.com/opsflow/opsflow/credentials"
 	"github.com/opsflow/opsflow/db"
 	"github.com/opsflow/opsflow/notify"
 	"github.com/opsflow/opsflow/worker"
@@ -54,6 +55,7 @@ func newRegistry() *prometheus.Registry {
 // serveAPI serves until ctx ends, then drains in-flight requests.
 func serveAPI(ctx context.Context, cfg config.Config, log *slog.Logger, d *db.DB, tc client.Client, reg *prometheus.Registry) error {
 	e := api.New(api.Deps{Config: cfg, DB: d, Temporal: tc, Logger: log, Registry: reg, Gatherer: reg})
+	reg.MustRegister(credentials.NewCollector(d, log, time.Now))
 	errc := make(chan error, 1)
 	go func() { errc <- e.Start(cfg.HTTPAddr) }()
 	log.Info("api listening", "addr", cfg.HTTPAddr)
@@ -91,6 +93,8 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, d *db.D
 	}
 	acts.Outbound = notify.NewOutbound(cfg.NotifyAllow)
 	acts.NotifyMetrics = notify.NewMetrics(reg)
+	acts.CredentialMetrics = credentials.NewMetrics(reg)
+	acts.NotifyRetry = notify.RetryFromConfig(cfg)
 	w := worker.New(tc, cfg.TaskQueue, acts)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)

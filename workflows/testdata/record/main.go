@@ -7,6 +7,7 @@
 // not a new recording.
 //
 //	go run ./workflows/testdata/record   (from the repository root, after make test has installed bin/temporal)
+//	go run ./workflows/testdata/record retention   (only the named histories)
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -56,13 +58,25 @@ func run(ctx context.Context) error {
 	w := sdkworker.New(c, taskQueue, sdkworker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.Collect, workflow.RegisterOptions{Name: workflows.CollectWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Notify, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Daily, workflow.RegisterOptions{Name: workflows.DailyWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.DailyBackfill, workflow.RegisterOptions{Name: workflows.DailyBackfillWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Retention, workflow.RegisterOptions{Name: workflows.RetentionWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.AlertEval, workflow.RegisterOptions{Name: workflows.AlertEvalWorkflowName})
 	s := &script{}
 	for name, fn := range map[string]any{
-		workflows.ActivityCollectRollups:       s.collectRollups,
-		workflows.ActivityRecordProcessMetrics: s.recordProcessMetrics,
-		workflows.ActivitySendNotification:     s.sendNotification,
-		workflows.ActivityMarkNotificationDead: func(context.Context, workflows.MarkNotificationDeadInput) error { return nil },
-		workflows.ActivityReopenNotification:   func(context.Context, workflows.ReopenNotificationInput) error { return nil },
+		workflows.ActivityCollectRollups:        s.collectRollups,
+		workflows.ActivityRecordProcessMetrics:  s.recordProcessMetrics,
+		workflows.ActivitySendNotification:      s.sendNotification,
+		workflows.ActivityMarkNotificationDead:  func(context.Context, workflows.MarkNotificationDeadInput) error { return nil },
+		workflows.ActivityReopenNotification:    func(context.Context, workflows.ReopenNotificationInput) error { return nil },
+		workflows.ActivityAggregateDay:          aggregateDay,
+		workflows.ActivityEnsurePartitions:      ensurePartitions,
+		workflows.ActivityRetentionPlan:         retentionPlan,
+		workflows.ActivityDropExpiredPartitions: retentionTask,
+		workflows.ActivityPurgeExpired:          retentionTask,
+		workflows.ActivityTrimRequestLogs:       retentionTask,
+		workflows.ActivityLoadAlertEval:         loadAlertEval,
+		workflows.ActivityApplyAlertUpdates:     applyAlertUpdates,
 	} {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
@@ -79,7 +93,7 @@ func run(ctx context.Context) error {
 	// signal, delivered.
 	retry := workflows.NotifyRetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 2 * time.Second, MaximumAttempts: 2}
 	in := workflows.NotifyInput{NotificationID: "n-1", ChannelType: "webhook", Retry: retry}
-	return record(ctx, c, "notify-dead-requeued-sent", workflows.NotifyWorkflowName, in, func(id string) error {
+	err = record(ctx, c, "notify-dead-requeued-sent", workflows.NotifyWorkflowName, in, func(id string) error {
 		for {
 			time.Sleep(200 * time.Millisecond)
 			v, err := c.QueryWorkflow(ctx, id, "", workflows.QueryStatus)
@@ -95,11 +109,63 @@ func run(ctx context.Context) error {
 			}
 		}
 	})
+	if err != nil {
+		return err
+	}
+	if err := recordDailyRetention(ctx, c); err != nil {
+		return err
+	}
+	return recordAlertEval(ctx, c)
+}
+
+// recordDailyRetention records a daily run started by hand (its days follow
+// from the clock), a five-day backfill at concurrency 2, and a retention run
+// over every kind of policy.
+func recordDailyRetention(ctx context.Context, c client.Client) error {
+	if err := record(ctx, c, "daily-unscheduled", workflows.DailyWorkflowName, workflows.DailyInput{}, nil); err != nil {
+		return err
+	}
+	backfill := workflows.DailyBackfillInput{From: "2026-10-01", To: "2026-10-05", Concurrency: 2}
+	if err := record(ctx, c, "daily-backfill", workflows.DailyBackfillWorkflowName, backfill, nil); err != nil {
+		return err
+	}
+	asOf := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
+	return record(ctx, c, "retention", workflows.RetentionWorkflowName, workflows.RetentionInput{AsOf: &asOf}, nil)
+}
+
+func aggregateDay(_ context.Context, in workflows.AggregateDayInput) (workflows.DailyResult, error) {
+	return workflows.DailyResult{Day: in.Day, Rows: 3, Requests: 100}, nil
+}
+
+func ensurePartitions(_ context.Context, in workflows.EnsurePartitionsInput) (workflows.EnsurePartitionsResult, error) {
+	return workflows.EnsurePartitionsResult{Partitions: make([]string, in.Days)}, nil
+}
+
+func retentionPlan(context.Context) (workflows.RetentionPlan, error) {
+	days, rows := 30, int64(100_000)
+	return workflows.RetentionPlan{Policies: []workflows.RetentionPolicy{
+		{Class: "request_logs", Partitioned: true, KeepDays: &days, MaxRows: &rows},
+		{Class: "rollup_minute", KeepDays: &days},
+		{Class: "daily_stats"},
+	}}, nil
+}
+
+func retentionTask(_ context.Context, in workflows.RetentionTaskInput) (workflows.RetentionTaskResult, error) {
+	return workflows.RetentionTaskResult{Class: in.Class, Table: in.Class, Rows: 10}, nil
+}
+
+// wanted reports whether the command line asked for a history: all of
+// them without arguments.
+func wanted(name string) bool {
+	return len(os.Args) < 2 || slices.Contains(os.Args[1:], name)
 }
 
 // record runs one workflow to its end, optionally driving it meanwhile, and
 // writes its history next to this program.
 func record(ctx context.Context, c client.Client, name, workflowType string, in any, drive func(id string) error) error {
+	if !wanted(name) {
+		return nil
+	}
 	id := "record/" + name
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: taskQueue}, workflowType, in)
 	if err != nil {

@@ -1,0 +1,271 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+)
+
+// DashboardFilter narrows a dashboard query; an empty list means any value,
+// several values mean any of them.
+type DashboardFilter struct {
+	Tenants   []string
+	Providers []string
+	Models    []string
+	APIKeys   []string
+}
+
+// grain is the coarsest grain that can answer the filter: every filtered
+// dimension must be kept.
+func (f DashboardFilter) grain() int {
+	g := 0
+	if len(f.Tenants) > 0 {
+		g |= GrainTenant
+	}
+	if len(f.Providers) > 0 {
+		g |= GrainProvider
+	}
+	if len(f.Models) > 0 {
+		g |= GrainModel
+	}
+	return g
+}
+
+// where appends the filter's conditions on columns of alias a (may be "").
+func (f DashboardFilter) where(b *sqlBuilder, a string) {
+	for _, c := range []struct {
+		col  string
+		vals []string
+	}{{"tenant", f.Tenants}, {"provider", f.Providers}, {"model", f.Models}, {"api_key", f.APIKeys}} {
+		if len(c.vals) > 0 {
+			b.add(" AND "+a+c.col+" = ANY(?::text[])", pgdialect.Array(c.vals))
+		}
+	}
+}
+
+// Dashboard dimensions a breakdown can group by.
+const (
+	DimTenant   = "tenant"
+	DimProvider = "provider"
+	DimModel    = "model"
+	DimAPIKey   = "api_key"
+)
+
+var dimGrain = map[string]int{DimTenant: GrainTenant, DimProvider: GrainProvider, DimModel: GrainModel}
+
+// DashboardQuery asks for counters over [From, To) (whole UTC minutes),
+// optionally per time bucket and per value of one dimension.
+type DashboardQuery struct {
+	From, To time.Time
+	Filter   DashboardFilter
+	// Step buckets the window (epoch-aligned, so 1h and 1d buckets are whole
+	// UTC hours and days); zero gives one bucket starting at From.
+	Step time.Duration
+	// By groups by a dimension (Dim*); empty gives one group.
+	By string
+	// Sketches asks for the latency and TTFT sketches, which cost a decode
+	// and merge per row read; counters alone do not need them.
+	Sketches bool
+}
+
+// DashboardStats are the counters of one group with merged sketches (nil
+// unless asked for).
+type DashboardStats struct {
+	Bucket time.Time `bun:"bucket"`
+	Key    string    `bun:"key"`
+	RequestCounts
+	LatencySum float64 `bun:"latency_sum"`
+	LatencyMax float64 `bun:"latency_max"`
+	TTFTCount  int64   `bun:"ttft_count"`
+	TTFTSum    float64 `bun:"ttft_sum"`
+	TTFTMax    float64 `bun:"ttft_max"`
+	// PeakRequests is the busiest minute's requests. Where several
+	// pre-aggregated rows of one hour are summed (a filter with several
+	// values, or several filtered dimensions), it is the sum of their
+	// peaks: an upper bound, exact whenever one row answers the hour.
+	PeakRequests int64 `bun:"peak_requests"`
+
+	Latency *ddsketch.DDSketch `bun:"-"`
+	TTFT    *ddsketch.DDSketch `bun:"-"`
+
+	LatencySketches [][]byte  `bun:"latency_sketches,array"`
+	TTFTSketches    [][]byte  `bun:"ttft_sketches,array"`
+	Latencies       []float64 `bun:"latencies,array"`
+	TTFTs           []float64 `bun:"ttfts,array"`
+}
+
+// sqlBuilder accumulates SQL text and its arguments.
+type sqlBuilder struct {
+	sql  strings.Builder
+	args []any
+}
+
+func (b *sqlBuilder) add(s string, args ...any) {
+	b.sql.WriteString(s)
+	b.args = append(b.args, args...)
+}
+
+// DashboardAggregate answers q. Without an api_key filter or breakdown it
+// reads the pre-aggregates: whole hours from rollup_hour at the coarsest
+// grain covering the filters and the breakdown, the minutes at the window's
+// edges from rollup_minute_proj (or rollup_minute when the filters and
+// breakdown involve two or more dimensions).
+// api_key is not a rollup dimension, so those queries read the raw rows and
+// sketch their latencies on the fly: exact counts, the same percentile
+// accuracy, at raw-scan speed. Groups come back ordered by bucket and key.
+func DashboardAggregate(ctx context.Context, idb bun.IDB, q DashboardQuery) ([]DashboardStats, error) {
+	if !q.From.Before(q.To) {
+		return nil, nil
+	}
+	var b sqlBuilder
+	if len(q.Filter.APIKeys) > 0 || q.By == DimAPIKey {
+		rawAggregate(&b, q)
+	} else {
+		rollupAggregate(&b, q)
+	}
+	var out []DashboardStats
+	if err := idb.NewRaw(b.sql.String(), b.args...).Scan(ctx, &out); err != nil {
+		return nil, fmt.Errorf("dashboard aggregate: %w", MapError(err))
+	}
+	for i := range out {
+		if err := out[i].finish(q.Sketches); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *DashboardStats) finish(sketches bool) error {
+	s.Bucket = s.Bucket.UTC()
+	if !sketches {
+		return nil
+	}
+	s.Latency, s.TTFT = NewLatencySketch(), NewLatencySketch()
+	if err := MergeEncodedSketches(s.Latency, s.LatencySketches...); err != nil {
+		return err
+	}
+	if err := MergeEncodedSketches(s.TTFT, s.TTFTSketches...); err != nil {
+		return err
+	}
+	for _, v := range s.Latencies {
+		AddToSketch(s.Latency, v)
+	}
+	for _, v := range s.TTFTs {
+		AddToSketch(s.TTFT, v)
+	}
+	s.LatencySketches, s.TTFTSketches, s.Latencies, s.TTFTs = nil, nil, nil, nil
+	return nil
+}
+
+// bucketSQL buckets the timestamp expression ts.
+func bucketSQL(b *sqlBuilder, q DashboardQuery, ts string) {
+	if q.Step <= 0 {
+		b.add("?::timestamptz", q.From)
+		return
+	}
+	b.add("date_bin(?::interval, "+ts+", 'epoch'::timestamptz)", intervalArg(q.Step))
+}
+
+// intervalArg renders d as a PostgreSQL interval.
+func intervalArg(d time.Duration) string {
+	return strconv.FormatInt(int64(d/time.Second), 10) + " seconds"
+}
+
+func keySQL(q DashboardQuery, alias string) string {
+	if q.By == "" {
+		return "''"
+	}
+	return alias + q.By // By is one of the Dim* constants, checked by the caller
+}
+
+// rollupAggregate builds the pre-aggregate query: the sources' rows
+// (UNION ALL), per-instant peaks by window function, then one group per
+// bucket and key.
+func rollupAggregate(b *sqlBuilder, q DashboardQuery) {
+	grain := q.Filter.grain() | dimGrain[q.By]
+	b.add("SELECT ")
+	bucketSQL(b, q, "ts")
+	b.add(" AS bucket, key, " + countersSelect + ", max(instant_peak) AS peak_requests")
+	if q.Sketches {
+		b.add(sketchesSelect)
+	}
+	b.add(" FROM (SELECT *, sum(peak) OVER (PARTITION BY ts, key) AS instant_peak FROM (")
+	first := true
+	part := func(table, tsCol, peak string, from, to time.Time, withGrain bool) {
+		if !from.Before(to) {
+			return
+		}
+		if !first {
+			b.add(" UNION ALL ")
+		}
+		first = false
+		b.add("SELECT " + tsCol + " AS ts, " + keySQL(q, "") + " AS key, requests, successes, status_4xx, status_5xx, timeouts," +
+			" input_tokens, output_tokens, cached_tokens, cost_usd, latency_sum, latency_max, latency_sketch," +
+			" ttft_count, ttft_sum, ttft_max, ttft_sketch, " + peak + " AS peak FROM " + table + " WHERE ")
+		if withGrain {
+			b.add("grain = ? AND ", grain)
+		}
+		b.add(tsCol+" >= ? AND "+tsCol+" < ?", from, to)
+		q.Filter.where(b, "")
+	}
+	minutes := func(from, to time.Time) {
+		if !slices.Contains(minuteProjGrains, int16(grain)) {
+			part("rollup_minute", "minute", "requests", from, to, false)
+		} else {
+			part("rollup_minute_proj", "minute", "requests", from, to, true)
+		}
+	}
+	hourFrom, hourTo := ceilHour(q.From), q.To.Truncate(time.Hour)
+	if (q.Step == 0 || q.Step%time.Hour == 0) && hourFrom.Before(hourTo) {
+		minutes(q.From, hourFrom)
+		part("rollup_hour", "hour", "peak_requests", hourFrom, hourTo, true)
+		minutes(hourTo, q.To)
+	} else {
+		minutes(q.From, q.To)
+	}
+	b.add(") AS src) AS s GROUP BY 1, 2 ORDER BY 1, 2")
+}
+
+func ceilHour(t time.Time) time.Time {
+	h := t.Truncate(time.Hour)
+	if h.Before(t) {
+		h = h.Add(time.Hour)
+	}
+	return h
+}
+
+// rawAggregate builds the raw-row query, with the same definitions as
+// aggregateSQL; the peak comes from per-minute counts of the same rows.
+func rawAggregate(b *sqlBuilder, q DashboardQuery) {
+	b.add(`WITH base AS (SELECT `)
+	bucketSQL(b, q, "r.ts")
+	b.add(` AS bucket, `+keySQL(q, "r.")+` AS key, r.* FROM request_logs r WHERE r.ts >= ? AND r.ts < ?`, q.From, q.To)
+	q.Filter.where(b, "r.")
+	b.add(`)
+SELECT a.*, p.peak_requests FROM (SELECT bucket, key,
+	count(*) AS requests,
+	count(*) FILTER (WHERE ` + rawSuccessSQL + `) AS successes,
+	count(*) FILTER (WHERE r.status_code BETWEEN 400 AND 499) AS status_4xx,
+	count(*) FILTER (WHERE r.status_code BETWEEN 500 AND 599) AS status_5xx,
+	count(*) FILTER (WHERE r.error_type = 'timeout' OR r.status_code IN (408, 504)) AS timeouts,
+	sum(r.input_tokens)::bigint AS input_tokens, sum(r.output_tokens)::bigint AS output_tokens,
+	sum(r.cached_tokens)::bigint AS cached_tokens, sum(r.cost_usd)::text AS cost_usd,
+	sum(r.latency_ms) AS latency_sum, max(r.latency_ms) AS latency_max,
+	count(r.ttft_ms) AS ttft_count, coalesce(sum(r.ttft_ms), 0) AS ttft_sum, coalesce(max(r.ttft_ms), 0) AS ttft_max`)
+	if q.Sketches {
+		b.add(`, array_agg(r.latency_ms) AS latencies,
+	coalesce(array_agg(r.ttft_ms) FILTER (WHERE r.ttft_ms IS NOT NULL), '{}') AS ttfts`)
+	}
+	b.add(` FROM base r GROUP BY 1, 2) AS a
+JOIN (SELECT bucket, key, max(n) AS peak_requests FROM
+	(SELECT bucket, key, count(*) AS n FROM base GROUP BY 1, 2, date_trunc('minute', ts)) AS m
+	GROUP BY 1, 2) AS p USING (bucket, key)
+ORDER BY 1, 2`)
+}

@@ -1,0 +1,6 @@
+DROP TABLE IF EXISTS tenant_quotas;
+DROP TABLE IF EXISTS silences;
+DROP TABLE IF EXISTS alert_events;
+DROP TABLE IF EXISTS alerts;
+DROP TABLE IF EXISTS alert_routes;
+DROP TABLE IF EXISTS alert_rules;
