@@ -26,10 +26,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	sdkworker "go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/opsflow/opsflow/devstack"
+	"github.com/opsflow/opsflow/worker"
 	"github.com/opsflow/opsflow/workflows"
 )
 
@@ -56,12 +56,7 @@ func run(ctx context.Context) error {
 	defer c.Close()
 
 	w := sdkworker.New(c, taskQueue, sdkworker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.Collect, workflow.RegisterOptions{Name: workflows.CollectWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Notify, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Daily, workflow.RegisterOptions{Name: workflows.DailyWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.DailyBackfill, workflow.RegisterOptions{Name: workflows.DailyBackfillWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Retention, workflow.RegisterOptions{Name: workflows.RetentionWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.AlertEval, workflow.RegisterOptions{Name: workflows.AlertEvalWorkflowName})
+	worker.RegisterWorkflows(w)
 	s := &script{}
 	for name, fn := range map[string]any{
 		workflows.ActivityCollectRollups:        s.collectRollups,
@@ -77,6 +72,9 @@ func run(ctx context.Context) error {
 		workflows.ActivityTrimRequestLogs:       retentionTask,
 		workflows.ActivityLoadAlertEval:         loadAlertEval,
 		workflows.ActivityApplyAlertUpdates:     applyAlertUpdates,
+		workflows.ActivityLoadCredential:        credential.load,
+		workflows.ActivityRefreshCredential:     credential.refresh,
+		workflows.ActivityMarkCredentialError:   func(context.Context, workflows.MarkCredentialErrorInput) error { return nil },
 	} {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
@@ -113,6 +111,9 @@ func run(ctx context.Context) error {
 		return err
 	}
 	if err := recordDailyRetention(ctx, c); err != nil {
+		return err
+	}
+	if err := recordTokenRefresh(ctx, c); err != nil {
 		return err
 	}
 	return recordAlertEval(ctx, c)
