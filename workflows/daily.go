@@ -17,26 +17,56 @@ const ErrTypeBackfillIncomplete = "BackfillIncomplete"
 var searchAttrScheduledStart = temporal.NewSearchAttributeKeyTime("TemporalScheduledStartTime")
 
 // Daily aggregates one UTC day into daily_stats (SPEC §6). A scheduled run
-// (no day in the input) aggregates the day before its scheduled time and
-// re-aggregates the day before that, folding in events that arrived up to a
-// day late; it also makes sure the coming days' request_logs partitions
-// exist.
+// (no day in the input) makes sure the coming days' request_logs
+// partitions exist, then aggregates the day before its scheduled time and
+// re-aggregates the day before that (folding in events that arrived up to a
+// day late), each as a child workflow daily/<day>, so every aggregation of
+// a day is found under the same id in the Temporal UI, whoever started it.
 func Daily(ctx workflow.Context, in DailyInput) (DailyResult, error) {
+	if in.Day == "" {
+		return dailyScheduled(ctx)
+	}
 	return daily(ctx, in)
 }
 
-func daily(ctx workflow.Context, in DailyInput) (DailyResult, error) {
-	days, err := dailyDays(ctx, in)
-	if err != nil {
-		return DailyResult{}, err
-	}
-	last := days[len(days)-1]
+func dailyScheduled(ctx workflow.Context) (DailyResult, error) {
+	days := scheduledDays(ctx)
 	if err := workflow.UpsertTypedSearchAttributes(ctx,
-		SearchAttrJob.ValueSet(DailyWorkflowName), SearchAttrDay.ValueSet(last)); err != nil {
+		SearchAttrJob.ValueSet(DailyWorkflowName), SearchAttrDay.ValueSet(days[len(days)-1])); err != nil {
 		return DailyResult{}, fmt.Errorf("upsert search attributes: %w", err)
 	}
-	if in.Day == "" {
-		ensurePartitionsAhead(ctx)
+	ensurePartitionsAhead(ctx)
+	var res DailyResult
+	for _, day := range days {
+		err := workflow.ExecuteChildWorkflow(dailyChild(ctx, day), DailyWorkflowName, DailyInput{Day: day}).Get(ctx, &res)
+		if err != nil {
+			return DailyResult{}, fmt.Errorf("%s: %w", DailyWorkflowID(day), err)
+		}
+	}
+	return res, nil
+}
+
+// dailyChild starts the child aggregating day, as the scheduled run and
+// the backfill do.
+func dailyChild(ctx workflow.Context, day string) workflow.Context {
+	return workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID: DailyWorkflowID(day),
+		// A day may be aggregated again: a late refold, a backfill.
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowRunTimeout:    2 * time.Hour,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			SearchAttrJob.ValueSet(DailyWorkflowName), SearchAttrDay.ValueSet(day)),
+	})
+}
+
+// daily aggregates the one day of in.
+func daily(ctx workflow.Context, in DailyInput) (DailyResult, error) {
+	if _, err := ParseDay("day", in.Day); err != nil {
+		return DailyResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx,
+		SearchAttrJob.ValueSet(DailyWorkflowName), SearchAttrDay.ValueSet(in.Day)); err != nil {
+		return DailyResult{}, fmt.Errorf("upsert search attributes: %w", err)
 	}
 	// 30 min covers a 5 M-row day many times over (docs/benchmarks.md); the
 	// heartbeat timeout catches a stuck worker long before.
@@ -51,28 +81,21 @@ func daily(ctx workflow.Context, in DailyInput) (DailyResult, error) {
 		},
 	})
 	var res DailyResult
-	for _, day := range days {
-		if err := workflow.ExecuteActivity(actx, ActivityAggregateDay, AggregateDayInput{Day: day}).Get(ctx, &res); err != nil {
-			return DailyResult{}, fmt.Errorf("%s %s: %w", ActivityAggregateDay, day, err)
-		}
+	if err := workflow.ExecuteActivity(actx, ActivityAggregateDay, AggregateDayInput{Day: in.Day}).Get(ctx, &res); err != nil {
+		return DailyResult{}, fmt.Errorf("%s %s: %w", ActivityAggregateDay, in.Day, err)
 	}
 	return res, nil
 }
 
-// dailyDays is the input's day, or the two days before the scheduled time.
-func dailyDays(ctx workflow.Context, in DailyInput) ([]string, error) {
-	if in.Day != "" {
-		if _, err := ParseDay("day", in.Day); err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
-		}
-		return []string{in.Day}, nil
-	}
+// scheduledDays are the two days before the scheduled time (the start
+// time when started by hand).
+func scheduledDays(ctx workflow.Context) []string {
 	at, ok := workflow.GetTypedSearchAttributes(ctx).GetTime(searchAttrScheduledStart)
 	if !ok {
 		at = workflow.Now(ctx)
 	}
 	yesterday := utcDay(at).AddDate(0, 0, -1)
-	return []string{yesterday.AddDate(0, 0, -1).Format(time.DateOnly), yesterday.Format(time.DateOnly)}, nil
+	return []string{yesterday.AddDate(0, 0, -1).Format(time.DateOnly), yesterday.Format(time.DateOnly)}
 }
 
 // ensurePartitionsAhead creates today's and the next PartitionsAhead days'
@@ -129,15 +152,7 @@ func dailyBackfill(ctx workflow.Context, in DailyBackfillInput) (DailyBackfillPr
 		day := days[next]
 		next++
 		progress.Running++
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID: DailyWorkflowID(day),
-			// A day may be aggregated again: that is the point of a backfill.
-			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-			WorkflowRunTimeout:    2 * time.Hour,
-			TypedSearchAttributes: temporal.NewSearchAttributes(
-				SearchAttrJob.ValueSet(DailyWorkflowName), SearchAttrDay.ValueSet(day)),
-		})
-		selector.AddFuture(workflow.ExecuteChildWorkflow(cctx, DailyWorkflowName, DailyInput{Day: day}), func(f workflow.Future) {
+		selector.AddFuture(workflow.ExecuteChildWorkflow(dailyChild(ctx, day), DailyWorkflowName, DailyInput{Day: day}), func(f workflow.Future) {
 			progress.Running--
 			var r DailyResult
 			if err := f.Get(ctx, &r); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
@@ -58,8 +59,9 @@ func aggregated(day string, requests int64) workflows.DailyResult {
 }
 
 // TestDailyScheduledRun: a scheduled run aggregates the day before its
-// scheduled time and refolds the day before that, even when it starts
-// late, and creates partitions ahead from the actual day.
+// scheduled time and refolds the day before that, each in a child
+// daily/<day>, even when it starts late, and creates partitions ahead from
+// the actual day.
 func TestDailyScheduledRun(t *testing.T) {
 	scheduled := time.Date(2026, 11, 22, 0, 5, 0, 0, time.UTC)
 	tests := []struct {
@@ -86,6 +88,11 @@ func TestDailyScheduledRun(t *testing.T) {
 					Return(aggregated(day, int64(i+1)), nil).Once()
 			}
 
+			var children []string
+			env.SetOnChildWorkflowStartedListener(func(info *workflow.Info, _ workflow.Context, _ converter.EncodedValues) {
+				children = append(children, info.WorkflowExecution.ID)
+			})
+
 			env.ExecuteWorkflow(workflows.DailyWorkflowName, workflows.DailyInput{})
 
 			require.True(t, env.IsWorkflowCompleted())
@@ -93,6 +100,8 @@ func TestDailyScheduledRun(t *testing.T) {
 			var res workflows.DailyResult
 			require.NoError(t, env.GetWorkflowResult(&res))
 			assert.Equal(t, aggregated(tc.days[1], 2), res)
+			assert.Equal(t, []string{workflows.DailyWorkflowID(tc.days[0]), workflows.DailyWorkflowID(tc.days[1])}, children,
+				"each day is aggregated by its own daily/<day> child")
 			env.AssertExpectations(t)
 		})
 	}
