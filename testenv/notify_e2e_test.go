@@ -3,17 +3,12 @@ package testenv_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,41 +25,6 @@ import (
 )
 
 var secretKey = bytes.Repeat([]byte{11}, secrets.KeySize)
-
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// opsflowBinary builds cmd/opsflow once per test run.
-func opsflowBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "opsflow-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "opsflow")
-		cmd := exec.Command("go", "build", "-o", binary, "./cmd/opsflow")
-		cmd.Dir = testenv.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = &buildFailure{out: string(out), err: err}
-		}
-	})
-	require.NoError(t, buildErr)
-	return binary
-}
-
-type buildFailure struct {
-	out string
-	err error
-}
-
-func (b *buildFailure) Error() string {
-	return "go build ./cmd/opsflow: " + b.err.Error() + "\n" + b.out
-}
 
 // countingTarget is a loopback webhook that fails its first failures
 // requests with 503 and accepts the rest, counting deliveries per
@@ -119,37 +79,6 @@ func webhookChannel(t testing.TB, svc *notify.Service, url string) *db.Channel {
 	return row
 }
 
-// workerProcess runs `opsflow worker` as a child process.
-type workerProcess struct {
-	cmd *exec.Cmd
-	out *bytes.Buffer
-}
-
-func startWorker(t *testing.T, bin string, env []string) *workerProcess {
-	t.Helper()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "worker")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	require.NoError(t, cmd.Start())
-	w := &workerProcess{cmd: cmd, out: &out}
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			_ = w.cmd.Process.Signal(syscall.SIGTERM)
-			_ = w.cmd.Wait()
-		}
-	})
-	return w
-}
-
-// kill ends the worker the hard way: no shutdown, no goodbye to Temporal.
-func (w *workerProcess) kill(t *testing.T) {
-	t.Helper()
-	require.NoError(t, w.cmd.Process.Signal(syscall.SIGKILL))
-	_ = w.cmd.Wait()
-}
-
 // TestWorkerKilledWhileBackingOffDeliversExactlyOnce: the target fails the
 // first two attempts; while the notification waits for its third, the
 // worker process is SIGKILLed. A new worker picks the durable timer up and
@@ -170,15 +99,8 @@ func TestWorkerKilledWhileBackingOffDeliversExactlyOnce(t *testing.T) {
 		Retry: workflows.NotifyRetryPolicy{InitialInterval: 3 * time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute, MaximumAttempts: 5}}
 	tg := newCountingTarget(t, 2)
 	ch := webhookChannel(t, svc, tg.URL)
-	env := []string{
-		"DATABASE_URL=" + dbURL,
-		"OPSFLOW_TEMPORAL_ADDRESS=" + testenv.TemporalAddress(t),
-		"OPSFLOW_TASK_QUEUE=" + taskQueue,
-		"OPSFLOW_SECRET_KEY=" + base64.StdEncoding.EncodeToString(secretKey),
-		"OPSFLOW_NOTIFY_ALLOW=127.0.0.0/8",
-		"OPSFLOW_LOG_LEVEL=warn",
-	}
-	first := startWorker(t, bin, append(env, "OPSFLOW_WORKER_METRICS_ADDR=127.0.0.1:0"))
+	env := workerEnv(t, dbURL, taskQueue)
+	first := startWorker(t, bin, env)
 
 	n, err := svc.Enqueue(ctx, ch, notify.KindTest, notify.Alert{Fingerprint: "kill", Status: notify.StatusFiring, Title: "kill test"})
 	require.NoError(t, err)
