@@ -80,18 +80,14 @@ func newCredAPI(t testing.TB) *credAPI {
 	return f
 }
 
-// startWorker runs a worker on the fixture's task queue; stop is safe to
-// call more than once.
-func (f *credAPI) startWorker(t testing.TB) (stop func()) {
+// startWorker runs a worker on the fixture's task queue until the test ends.
+func (f *credAPI) startWorker(t testing.TB) {
 	t.Helper()
 	acts := &activities.Activities{DB: f.db, Secrets: f.box, Outbound: notify.NewOutbound(f.cfg.NotifyAllow),
 		CredentialMetrics: f.metrics}
 	w := worker.New(f.tc, f.cfg.TaskQueue, acts)
 	require.NoError(t, w.Start())
-	var once sync.Once
-	stop = func() { once.Do(w.Stop) }
-	t.Cleanup(stop)
-	return stop
+	t.Cleanup(w.Stop)
 }
 
 // do sends a request with the bootstrap admin key (or the given one) and
@@ -386,29 +382,6 @@ func TestCredentialInvalidGrantDisablesAndIsCounted(t *testing.T) {
 	code, b = f.do(t, http.MethodPost, fmt.Sprintf("/api/v1/credentials/%d/refresh", c.ID), nil)
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Equal(t, "credential_disabled", decode[errorJSON](t, b).Error.Code)
-}
-
-// The worker stops while the workflow sleeps; another one starts, and the
-// refresh happens at its time: not early, and before the old token expired.
-func TestCredentialRefreshHappensOnTimeAfterWorkerRestart(t *testing.T) {
-	f := newCredAPI(t)
-	stop := f.startWorker(t)
-	expires := time.Now().Add(8 * time.Second).UTC().Truncate(time.Millisecond)
-	c := f.create(t, map[string]any{"access_token": "at-seed-" + secretMark, "expires_at": expires, "refresh_lead_seconds": 4})
-	due := expires.Add(-4 * time.Second)
-	require.Eventually(t, func() bool {
-		st := f.workflowStatus(t, c.ID)
-		return st.NextRefreshAt != nil && st.NextRefreshAt.Equal(due)
-	}, 30*time.Second, 20*time.Millisecond, "sleeping until the refresh is due")
-	stop()
-	assert.Zero(t, f.server.Calls())
-	f.startWorker(t)
-
-	got := f.eventually(t, c.ID, func(c credentialJSON) bool { return c.TokenVersion == 1 }, "refreshed by the new worker")
-	require.NotNil(t, got.LastRefreshedAt)
-	assert.False(t, got.LastRefreshedAt.Before(due), "not before it was due")
-	assert.True(t, got.LastRefreshedAt.Before(expires), "before the old token expired")
-	assert.Equal(t, 1, f.server.Calls())
 }
 
 // The reconcile schedule's workflow starts the workflow of a credential that

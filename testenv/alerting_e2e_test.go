@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/opsflow/opsflow/activities"
 	"github.com/opsflow/opsflow/db"
@@ -65,22 +64,24 @@ func (a *alertTarget) statuses() []string {
 }
 
 // alerting is one end-to-end setup: a fresh database, the package's
-// Temporal dev server, an in-process worker on a task queue of its own
-// (no schedules: the tests run evaluations for explicit minutes), a
-// webhook channel to a loopback target and an error-rate rule routed to
-// it.
+// Temporal dev server, a task queue of its own (the tests run evaluations
+// for explicit minutes), a webhook channel to a loopback target and an
+// error-rate rule routed to it. The test starts the worker: in-process
+// (startWorker: no schedules) or `opsflow worker` processes
+// (startWorkerProcess).
 type alerting struct {
 	url    string
 	d      *db.DB
 	tc     client.Client
 	queue  string
 	acts   *activities.Activities
-	w      sdkworker.Worker
 	target *alertTarget
 	rule   db.AlertRule
 	// base is the first evaluated minute: in the past, with room for the
 	// test's minutes before now.
 	base time.Time
+	// schedulePaused: the alert-evaluation schedule is paused for the test.
+	schedulePaused bool
 }
 
 func newAlerting(t *testing.T, forDuration time.Duration) *alerting {
@@ -92,7 +93,6 @@ func newAlerting(t *testing.T, forDuration time.Duration) *alerting {
 	al.d = al.open(t)
 	al.acts = &activities.Activities{DB: al.d, Secrets: box, Outbound: notify.NewOutbound([]string{"127.0.0.0/8"}),
 		NotifyRetry: workflows.NotifyRetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 2 * time.Second, MaximumAttempts: 3}}
-	al.startWorker(t)
 	svc := &notify.Service{DB: al.d, Secrets: box, Outbound: al.acts.Outbound, Retry: al.acts.NotifyRetry}
 	ch := webhookChannel(t, svc, al.target.URL)
 	al.rule = db.AlertRule{Name: "openai error rate", Metric: workflows.MetricErrorRate, Operator: ">", Warning: 0.1, Critical: 0.5,
@@ -111,11 +111,42 @@ func (al *alerting) open(t *testing.T) *db.DB {
 	return d
 }
 
+// startWorker runs an in-process worker with al.acts until the test ends.
 func (al *alerting) startWorker(t *testing.T) {
 	t.Helper()
-	al.w = worker.New(al.tc, al.queue, al.acts)
-	require.NoError(t, al.w.Start())
-	t.Cleanup(al.w.Stop)
+	w := worker.New(al.tc, al.queue, al.acts)
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Stop)
+}
+
+// startWorkerProcess starts an `opsflow worker` process on the setup's task
+// queue, with al.acts' notification retry policy. A worker process
+// reconciles the schedules onto the dev server as it starts, pointing them
+// at this queue; the first call pauses the alert-evaluation schedule (the
+// reconcile keeps a pause) until the test ends, or its run for the real
+// previous minute, without traffic, would clear the test's alert between
+// the test's cycles.
+func (al *alerting) startWorkerProcess(t *testing.T) *workerProcess {
+	t.Helper()
+	ctx := context.Background()
+	if !al.schedulePaused {
+		_, err := worker.ApplySchedules(ctx, al.tc, al.queue)
+		require.NoError(t, err)
+		h := al.tc.ScheduleClient().GetHandle(ctx, workflows.AlertEvalScheduleID)
+		require.NoError(t, h.Pause(ctx, client.SchedulePauseOptions{Note: t.Name() + " runs its own cycles"}))
+		t.Cleanup(func() { _ = h.Unpause(context.Background(), client.ScheduleUnpauseOptions{}) })
+		al.schedulePaused = true
+	}
+	r := al.acts.NotifyRetry
+	env := append(workerEnv(t, al.url, al.queue),
+		"OPSFLOW_NOTIFY_RETRY_INITIAL="+r.InitialInterval.String(),
+		"OPSFLOW_NOTIFY_RETRY_MAX_INTERVAL="+r.MaximumInterval.String(),
+		"OPSFLOW_NOTIFY_RETRY_MAX_ATTEMPTS="+strconv.Itoa(int(r.MaximumAttempts)))
+	w := startWorker(t, opsflowBinary(t), env)
+	desc, err := al.tc.ScheduleClient().GetHandle(ctx, workflows.AlertEvalScheduleID).Describe(ctx)
+	require.NoError(t, err)
+	require.True(t, desc.Schedule.State.Paused, "the alert-evaluation schedule stays paused")
+	return w
 }
 
 // minute is the i-th evaluated minute.
@@ -136,10 +167,11 @@ func (al *alerting) traffic(t *testing.T, i int, failed int64) {
 }
 
 // eval runs one evaluation cycle for minute i, as the schedule would,
-// and waits for it.
+// and waits for it (a minute at most: a worker process may have died).
 func (al *alerting) eval(t *testing.T, i int) workflows.AlertEvalResult {
 	t.Helper()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	m := al.minute(i)
 	run, err := al.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "alert-eval-test-" + uuid.NewString(), TaskQueue: al.queue},
 		workflows.AlertEvalWorkflowName, workflows.AlertEvalInput{Minute: &m})
@@ -194,6 +226,7 @@ func (al *alerting) awaitDelivered(t *testing.T, n int) {
 // even when a cycle is run again; recovery reaches it exactly once too.
 func TestAlertFiresOnceAndResolvesOnce(t *testing.T) {
 	al := newAlerting(t, time.Minute)
+	al.startWorker(t)
 	al.traffic(t, 0, 40)
 	al.traffic(t, 1, 40)
 
@@ -242,6 +275,7 @@ func TestAlertFiresOnceAndResolvesOnce(t *testing.T) {
 // and history move, but nothing is sent.
 func TestSilencedAlertNotifiesNobody(t *testing.T) {
 	al := newAlerting(t, 0)
+	al.startWorker(t)
 	sil := &db.Silence{Matchers: map[string]string{"provider": "openai"}, StartsAt: al.minute(-60), EndsAt: al.minute(60),
 		CreatedBy: "test", Comment: "maintenance"}
 	require.NoError(t, db.CreateSilence(context.Background(), al.d.Bun, sil))
@@ -261,32 +295,35 @@ func TestSilencedAlertNotifiesNobody(t *testing.T) {
 }
 
 // TestPendingClockSurvivesWorkerRestart: with for = 3m, the alert goes
-// pending; the worker is stopped and a new one (its own database pool)
-// takes over; the alert still fires at the third minute after it went
-// pending, not three minutes after the restart.
+// pending; between two evaluation cycles the worker process is SIGKILLed
+// and a new one (its own process, its own database pool) takes over; the
+// alert still fires at the third minute after it went pending, the minute
+// it was due, not three minutes after the restart.
 func TestPendingClockSurvivesWorkerRestart(t *testing.T) {
 	al := newAlerting(t, 3*time.Minute)
 	for i := range 4 {
 		al.traffic(t, i, 40)
 	}
-	require.Equal(t, "pending", al.eval(t, 0).Transitions[0].To)
-	al.w.Stop()
-
-	d := al.open(t)
-	restarted := *al.acts
-	restarted.DB = d
-	al.acts = &restarted
-	al.startWorker(t)
-
+	first := al.startWorkerProcess(t)
+	pending := al.eval(t, 0)
+	require.Len(t, pending.Transitions, 1)
+	require.Equal(t, "pending", pending.Transitions[0].To)
 	assert.Empty(t, al.eval(t, 1).Transitions)
-	assert.Empty(t, al.eval(t, 2).Transitions)
+
+	first.kill(t)
+	al.startWorkerProcess(t)
+
+	assert.Empty(t, al.eval(t, 2).Transitions, "still pending")
 	fired := al.eval(t, 3)
 	require.Len(t, fired.Transitions, 1)
 	assert.Equal(t, "firing", fired.Transitions[0].To)
-	alert, err := db.GetAlert(context.Background(), d.Bun, al.fingerprint())
+	alert, err := db.GetAlert(context.Background(), al.d.Bun, al.fingerprint())
 	require.NoError(t, err)
 	require.NotNil(t, alert.PendingSince)
 	assert.True(t, al.minute(0).Equal(*alert.PendingSince), "the clock started before the restart")
+	require.NotNil(t, alert.FiringSince)
+	assert.True(t, al.minute(3).Equal(*alert.FiringSince), "fired at the minute it was due")
+	assert.Equal(t, []string{"ok->pending", "pending->firing"}, al.history(t))
 	al.awaitDelivered(t, 1)
 	assert.Equal(t, []string{"firing/warning"}, al.target.statuses())
 }
