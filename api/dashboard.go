@@ -2,21 +2,26 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/uptrace/bun"
 
 	"github.com/opsflow/opsflow/db"
 )
 
 // dashboardRoutes registers the read-only dashboard API (scope read).
 func (s *Server) dashboardRoutes(v1 *echo.Group) {
-	g := v1.Group("/dashboard", s.requireScope(db.ScopeRead))
+	g := v1.Group("/dashboard", s.requireScope(db.ScopeRead), s.rawTimeouts)
 	g.GET("/overview", s.dashboardOverview)
 	g.GET("/timeseries", s.dashboardTimeseries)
 	g.GET("/breakdown", s.dashboardBreakdown)
@@ -25,6 +30,41 @@ func (s *Server) dashboardRoutes(v1 *echo.Group) {
 	g.GET("/errors/requests", s.dashboardErrorRequests)
 	g.GET("/realtime", s.dashboardRealtime)
 	g.GET("/system", s.dashboardSystem)
+}
+
+// rawTimeouts turns a raw-row read that ran past OPSFLOW_DASHBOARD_RAW_TIMEOUT
+// into a client error saying why and what to do; the database's text stays
+// in the log.
+func (s *Server) rawTimeouts(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		if err != nil && errors.Is(err, db.ErrQueryTimeout) {
+			s.log.Warn("dashboard raw query timed out", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+				"path", c.Path(), "query", c.QueryString(), "err", err)
+			return &Error{Status: http.StatusServiceUnavailable, Code: "query_timeout",
+				Message: fmt.Sprintf("the query ran longer than %s: api_key filters and breakdowns read the raw "+
+					"request logs instead of pre-aggregates; retry with a shorter window (range or from/to)",
+					s.cfg.DashboardRawTimeout),
+				Details: map[string]string{"timeout": s.cfg.DashboardRawTimeout.String()}}
+		}
+		return err
+	}
+}
+
+// aggregate runs a dashboard aggregation, raw-row reads bounded by
+// OPSFLOW_DASHBOARD_RAW_TIMEOUT.
+func (s *Server) aggregate(c echo.Context, q db.DashboardQuery) ([]db.DashboardStats, error) {
+	q.RawTimeout = s.cfg.DashboardRawTimeout
+	return db.DashboardAggregate(c.Request().Context(), s.db, q)
+}
+
+// rawRead runs fn on the rollups, or, when f filters by api_key and fn
+// therefore reads raw request logs, bounded by OPSFLOW_DASHBOARD_RAW_TIMEOUT.
+func (s *Server) rawRead(ctx context.Context, f db.DashboardFilter, fn func(context.Context, bun.IDB) error) error {
+	if len(f.APIKeys) == 0 {
+		return fn(ctx, s.db.Bun)
+	}
+	return db.RawRead(ctx, s.db, s.cfg.DashboardRawTimeout, fn)
 }
 
 // dashboardQuery parses the window and filters shared by every endpoint,
@@ -110,7 +150,12 @@ func (s *Server) dashboardOverview(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	top, failures, err := db.DashboardErrors(ctx, s.db.Bun, w.From, w.To, f, 1)
+	var top []db.ErrorGroup
+	var failures int64
+	err = s.rawRead(ctx, f, func(ctx context.Context, idb bun.IDB) (err error) {
+		top, failures, err = db.DashboardErrors(ctx, idb, w.From, w.To, f, 1)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -144,7 +189,7 @@ func (s *Server) dashboardOverview(c echo.Context) error {
 // aggregateOne answers a query without buckets or breakdown: one group,
 // zero when nothing matched.
 func (s *Server) aggregateOne(c echo.Context, q db.DashboardQuery) (db.DashboardStats, error) {
-	groups, err := db.DashboardAggregate(c.Request().Context(), s.db.Bun, q)
+	groups, err := s.aggregate(c, q)
 	if err != nil || len(groups) == 0 {
 		return db.DashboardStats{}, err
 	}
@@ -177,8 +222,7 @@ func (s *Server) dashboardTimeseries(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	groups, err := db.DashboardAggregate(c.Request().Context(), s.db.Bun,
-		db.DashboardQuery{From: w.From, To: w.To, Filter: f, Step: step, Sketches: m.sketches})
+	groups, err := s.aggregate(c, db.DashboardQuery{From: w.From, To: w.To, Filter: f, Step: step, Sketches: m.sketches})
 	if err != nil {
 		return err
 	}
@@ -267,8 +311,7 @@ func (s *Server) dashboardBreakdown(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	groups, err := db.DashboardAggregate(c.Request().Context(), s.db.Bun,
-		db.DashboardQuery{From: w.From, To: w.To, Filter: f, By: by, Sketches: true})
+	groups, err := s.aggregate(c, db.DashboardQuery{From: w.From, To: w.To, Filter: f, By: by, Sketches: true})
 	if err != nil {
 		return err
 	}
@@ -386,7 +429,12 @@ func (s *Server) dashboardErrors(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	groups, failures, err := db.DashboardErrors(c.Request().Context(), s.db.Bun, w.From, w.To, f, limit)
+	var groups []db.ErrorGroup
+	var failures int64
+	err = s.rawRead(c.Request().Context(), f, func(ctx context.Context, idb bun.IDB) (err error) {
+		groups, failures, err = db.DashboardErrors(ctx, idb, w.From, w.To, f, limit)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -437,7 +485,12 @@ func (s *Server) dashboardErrorRequests(c echo.Context) error {
 		}
 		q.After = &pos
 	}
-	items, more, err := db.ListErrorLogs(c.Request().Context(), s.db.Bun, q)
+	var items []db.ErrorLog
+	var more bool
+	err = s.rawRead(c.Request().Context(), f, func(ctx context.Context, idb bun.IDB) (err error) {
+		items, more, err = db.ListErrorLogs(ctx, idb, q)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	// RealtimeMaxSubscribers bounds open dashboard realtime streams per API
 	// process; past it, 503.
 	RealtimeMaxSubscribers int
+	// DashboardRawTimeout bounds a dashboard query that reads raw request
+	// logs (api_key filters and breakdowns); past it, 503 query_timeout.
+	DashboardRawTimeout time.Duration
 }
 
 // Var documents one environment variable.
@@ -87,6 +90,7 @@ var Vars = []Var{
 	{"OPSFLOW_INGEST_MAX_AGE", "720h", "oldest event timestamp accepted"},
 	{"OPSFLOW_INGEST_MAX_FUTURE_SKEW", "5m", "how far in the future an event timestamp may be"},
 	{"OPSFLOW_REALTIME_MAX_SUBSCRIBERS", "100", "open `GET /api/v1/dashboard/realtime` streams per API process (503 above)"},
+	{"OPSFLOW_DASHBOARD_RAW_TIMEOUT", "30s", "statement timeout of dashboard queries that read raw request logs (`api_key` filters and breakdowns); past it, 503 `query_timeout`"},
 }
 
 // Load reads the environment through getenv (os.Getenv when nil).
@@ -125,6 +129,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.WorkerMetricsAddr = p.addr("OPSFLOW_WORKER_METRICS_ADDR", "127.0.0.1:9091")
 	c.RealtimeMaxSubscribers = p.intRange("OPSFLOW_REALTIME_MAX_SUBSCRIBERS", 100, 1, 100_000)
+	c.DashboardRawTimeout = p.duration("OPSFLOW_DASHBOARD_RAW_TIMEOUT", 30*time.Second)
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, err
 	}

@@ -28,6 +28,7 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, "http://127.0.0.1:8233", c.TemporalUIURL)
 	assert.Equal(t, slog.LevelInfo, c.LogLevel)
 	assert.Equal(t, 720*time.Hour, c.IngestMaxAge)
+	assert.Equal(t, 30*time.Second, c.DashboardRawTimeout)
 	assert.Nil(t, c.SecretKey)
 	assert.Empty(t, c.NotifyAllow)
 }
@@ -35,11 +36,12 @@ func TestDefaults(t *testing.T) {
 func TestValidValues(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	c, err := config.Load(env(map[string]string{
-		"OPSFLOW_SECRET_KEY":      key,
-		"OPSFLOW_NOTIFY_ALLOW":    "127.0.0.0/8, hooks.internal ,",
-		"OPSFLOW_LOG_LEVEL":       "debug",
-		"OPSFLOW_INGEST_MAX_AGE":  "48h",
-		"OPSFLOW_TEMPORAL_UI_URL": "http://ui:8233/",
+		"OPSFLOW_SECRET_KEY":            key,
+		"OPSFLOW_NOTIFY_ALLOW":          "127.0.0.0/8, hooks.internal ,",
+		"OPSFLOW_LOG_LEVEL":             "debug",
+		"OPSFLOW_INGEST_MAX_AGE":        "48h",
+		"OPSFLOW_TEMPORAL_UI_URL":       "http://ui:8233/",
+		"OPSFLOW_DASHBOARD_RAW_TIMEOUT": "2m",
 	}))
 	require.NoError(t, err)
 	assert.Len(t, c.SecretKey, 32)
@@ -47,6 +49,7 @@ func TestValidValues(t *testing.T) {
 	assert.Equal(t, slog.LevelDebug, c.LogLevel)
 	assert.Equal(t, 48*time.Hour, c.IngestMaxAge)
 	assert.Equal(t, "http://ui:8233", c.TemporalUIURL)
+	assert.Equal(t, 2*time.Minute, c.DashboardRawTimeout)
 }
 
 func TestInvalidValuesAreNamed(t *testing.T) {
@@ -58,6 +61,7 @@ func TestInvalidValuesAreNamed(t *testing.T) {
 		"OPSFLOW_DB_MAX_CONNS":           "0",
 		"OPSFLOW_INGEST_MAX_EVENTS":      "many",
 		"OPSFLOW_INGEST_MAX_FUTURE_SKEW": "-1m",
+		"OPSFLOW_DASHBOARD_RAW_TIMEOUT":  "0s",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {

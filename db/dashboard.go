@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
-	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 )
 
@@ -73,6 +72,17 @@ type DashboardQuery struct {
 	// Sketches asks for the latency and TTFT sketches, which cost a decode
 	// and merge per row read; counters alone do not need them.
 	Sketches bool
+	// RawTimeout bounds a query that reads raw rows (an api_key filter or
+	// breakdown): all its statements together, enforced by PostgreSQL's
+	// statement_timeout. Past it the query fails with ErrQueryTimeout.
+	// Zero means no bound.
+	RawTimeout time.Duration
+}
+
+// readsRaw reports whether q must read the raw rows: api_key is not a
+// rollup dimension.
+func (q DashboardQuery) readsRaw() bool {
+	return len(q.Filter.APIKeys) > 0 || q.By == DimAPIKey
 }
 
 // DashboardStats are the counters of one group with merged sketches (nil
@@ -95,10 +105,8 @@ type DashboardStats struct {
 	Latency *ddsketch.DDSketch `bun:"-"`
 	TTFT    *ddsketch.DDSketch `bun:"-"`
 
-	LatencySketches [][]byte  `bun:"latency_sketches,array"`
-	TTFTSketches    [][]byte  `bun:"ttft_sketches,array"`
-	Latencies       []float64 `bun:"latencies,array"`
-	TTFTs           []float64 `bun:"ttfts,array"`
+	LatencySketches [][]byte `bun:"latency_sketches,array"`
+	TTFTSketches    [][]byte `bun:"ttft_sketches,array"`
 }
 
 // sqlBuilder accumulates SQL text and its arguments.
@@ -117,21 +125,20 @@ func (b *sqlBuilder) add(s string, args ...any) {
 // grain covering the filters and the breakdown, the minutes at the window's
 // edges from rollup_minute_proj (or rollup_minute when the filters and
 // breakdown involve two or more dimensions).
-// api_key is not a rollup dimension, so those queries read the raw rows and
-// sketch their latencies on the fly: exact counts, the same percentile
-// accuracy, at raw-scan speed. Groups come back ordered by bucket and key.
-func DashboardAggregate(ctx context.Context, idb bun.IDB, q DashboardQuery) ([]DashboardStats, error) {
+// api_key is not a rollup dimension, so those queries read the raw rows
+// (rawDashboard): exact counts, the same percentile accuracy, at raw-scan
+// speed, within q.RawTimeout. Groups come back ordered by bucket and key.
+func DashboardAggregate(ctx context.Context, d *DB, q DashboardQuery) ([]DashboardStats, error) {
 	if !q.From.Before(q.To) {
 		return nil, nil
 	}
-	var b sqlBuilder
-	if len(q.Filter.APIKeys) > 0 || q.By == DimAPIKey {
-		rawAggregate(&b, q)
-	} else {
-		rollupAggregate(&b, q)
+	if q.readsRaw() {
+		return rawDashboard(ctx, d, q)
 	}
+	var b sqlBuilder
+	rollupAggregate(&b, q)
 	var out []DashboardStats
-	if err := idb.NewRaw(b.sql.String(), b.args...).Scan(ctx, &out); err != nil {
+	if err := d.Bun.NewRaw(b.sql.String(), b.args...).Scan(ctx, &out); err != nil {
 		return nil, fmt.Errorf("dashboard aggregate: %w", MapError(err))
 	}
 	for i := range out {
@@ -154,13 +161,7 @@ func (s *DashboardStats) finish(sketches bool) error {
 	if err := MergeEncodedSketches(s.TTFT, s.TTFTSketches...); err != nil {
 		return err
 	}
-	for _, v := range s.Latencies {
-		AddToSketch(s.Latency, v)
-	}
-	for _, v := range s.TTFTs {
-		AddToSketch(s.TTFT, v)
-	}
-	s.LatencySketches, s.TTFTSketches, s.Latencies, s.TTFTs = nil, nil, nil, nil
+	s.LatencySketches, s.TTFTSketches = nil, nil
 	return nil
 }
 
@@ -239,33 +240,4 @@ func ceilHour(t time.Time) time.Time {
 		h = h.Add(time.Hour)
 	}
 	return h
-}
-
-// rawAggregate builds the raw-row query, with the same definitions as
-// aggregateSQL; the peak comes from per-minute counts of the same rows.
-func rawAggregate(b *sqlBuilder, q DashboardQuery) {
-	b.add(`WITH base AS (SELECT `)
-	bucketSQL(b, q, "r.ts")
-	b.add(` AS bucket, `+keySQL(q, "r.")+` AS key, r.* FROM request_logs r WHERE r.ts >= ? AND r.ts < ?`, q.From, q.To)
-	q.Filter.where(b, "r.")
-	b.add(`)
-SELECT a.*, p.peak_requests FROM (SELECT bucket, key,
-	count(*) AS requests,
-	count(*) FILTER (WHERE ` + rawSuccessSQL + `) AS successes,
-	count(*) FILTER (WHERE r.status_code BETWEEN 400 AND 499) AS status_4xx,
-	count(*) FILTER (WHERE r.status_code BETWEEN 500 AND 599) AS status_5xx,
-	count(*) FILTER (WHERE r.error_type = 'timeout' OR r.status_code IN (408, 504)) AS timeouts,
-	sum(r.input_tokens)::bigint AS input_tokens, sum(r.output_tokens)::bigint AS output_tokens,
-	sum(r.cached_tokens)::bigint AS cached_tokens, sum(r.cost_usd)::text AS cost_usd,
-	sum(r.latency_ms) AS latency_sum, max(r.latency_ms) AS latency_max,
-	count(r.ttft_ms) AS ttft_count, coalesce(sum(r.ttft_ms), 0) AS ttft_sum, coalesce(max(r.ttft_ms), 0) AS ttft_max`)
-	if q.Sketches {
-		b.add(`, array_agg(r.latency_ms) AS latencies,
-	coalesce(array_agg(r.ttft_ms) FILTER (WHERE r.ttft_ms IS NOT NULL), '{}') AS ttfts`)
-	}
-	b.add(` FROM base r GROUP BY 1, 2) AS a
-JOIN (SELECT bucket, key, max(n) AS peak_requests FROM
-	(SELECT bucket, key, count(*) AS n FROM base GROUP BY 1, 2, date_trunc('minute', ts)) AS m
-	GROUP BY 1, 2) AS p USING (bucket, key)
-ORDER BY 1, 2`)
 }

@@ -6,9 +6,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,7 +61,10 @@ func dashboardBenchRowCount(b *testing.B) int {
 // providers, 30 models) with CopyFrom, rolls it up with the collection
 // activity, then times the 24 h overview, time series (auto step: 5 m) and
 // breakdown by model through the HTTP handlers, each next to the same
-// answer computed with percentile_cont over the raw rows in the same run.
+// answer computed with percentile_cont over the raw rows in the same run;
+// then the overview filtered by the busiest api_key and the breakdown by
+// api_key, which read the raw rows (api_key is not a rollup dimension). Each
+// case also reports one call's peak RSS rise and allocations.
 func BenchmarkDashboard(b *testing.B) {
 	ctx := context.Background()
 	rows := dashboardBenchRowCount(b)
@@ -133,6 +140,12 @@ func BenchmarkDashboard(b *testing.B) {
 			return r.Err()
 		}
 	}
+	// The api_key cases filter by the busiest key: the most rows one key
+	// can make a raw read scan.
+	var busiestKey string
+	var busiestRows, apiKeys int64
+	require.NoError(b, d.Pool.QueryRow(ctx, `SELECT api_key, count(*), count(*) OVER () FROM request_logs
+		WHERE ts >= $1 AND ts < $2 GROUP BY 1 ORDER BY 2 DESC LIMIT 1`, from, to).Scan(&busiestKey, &busiestRows, &apiKeys))
 	cases := []struct {
 		name      string
 		rollup    func() error
@@ -157,20 +170,80 @@ func BenchmarkDashboard(b *testing.B) {
 			sum(input_tokens + output_tokens), sum(cost_usd),
 			percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms)
 			FROM request_logs WHERE ts >= $1 AND ts < $2 GROUP BY 1 ORDER BY 2 DESC`, from, to)},
+		// api_key is not a rollup dimension: these two read the raw rows
+		// (counters in SQL, sketches streamed), so "rollup" is a misnomer here.
+		{"overview_apikey", call("/api/v1/dashboard/overview?range=24h&api_key=" + url.QueryEscape(busiestKey)), raw(`SELECT count(*),
+			count(*) FILTER (WHERE status_code BETWEEN 100 AND 399 AND error_type IS DISTINCT FROM 'timeout'),
+			count(*) FILTER (WHERE status_code BETWEEN 400 AND 499), count(*) FILTER (WHERE status_code BETWEEN 500 AND 599),
+			count(*) FILTER (WHERE error_type = 'timeout' OR status_code IN (408, 504)),
+			sum(input_tokens), sum(output_tokens), sum(cached_tokens), sum(cost_usd), max(latency_ms),
+			percentile_cont(ARRAY[0.5, 0.9, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms),
+			percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ttft_ms)
+			FROM request_logs WHERE ts >= $1 AND ts < $2 AND api_key = $3`, from, to, busiestKey)},
+		{"breakdown_api_key", call("/api/v1/dashboard/breakdown?range=24h&by=api_key&limit=1000"), raw(`SELECT api_key, count(*),
+			count(*) FILTER (WHERE NOT (status_code BETWEEN 100 AND 399 AND error_type IS DISTINCT FROM 'timeout')),
+			sum(input_tokens + output_tokens), sum(cost_usd),
+			percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms)
+			FROM request_logs WHERE ts >= $1 AND ts < $2 GROUP BY 1 ORDER BY 2 DESC`, from, to)},
 	}
 	b.Logf("rows=%d load=%s collect=%s one-minute re-collect=%s rollup_minute rows=%d rollup_hour rows=%d (full key %d)",
 		rows, loadTime.Round(time.Second), collectTime.Round(time.Second), steady.Round(time.Millisecond),
 		minuteRows, hourRows, combos)
 	b.ReportMetric(collectTime.Seconds(), "collect_s")
 	b.ReportMetric(ms(steady), "recollect_minute_ms")
+	b.Logf("api_key cases: %d keys in the window, the busiest has %d rows", apiKeys, busiestRows)
 	for _, c := range cases {
+		// One call's memory: the process's peak RSS above its RSS just
+		// before, and the bytes the call allocated.
+		peak, alloc := memoryOf(b, c.rollup)
 		rollup := medianOf(b, dashboardBenchRuns, c.rollup)
 		rawTime := medianOf(b, dashboardBenchRawRuns, c.rawAnswer)
-		b.Logf("%-20s rollups median %8.2f ms   raw percentile_cont median %9.1f ms   speed-up %6.0fx",
-			c.name, ms(rollup), ms(rawTime), float64(rawTime)/float64(rollup))
+		b.Logf("%-20s rollups median %8.2f ms   raw percentile_cont median %9.1f ms   speed-up %6.0fx   peak RSS +%.1f MiB, allocated %.1f MiB",
+			c.name, ms(rollup), ms(rawTime), float64(rawTime)/float64(rollup), mib(peak), mib(alloc))
 		b.ReportMetric(ms(rollup), c.name+"_ms")
 		b.ReportMetric(ms(rawTime), c.name+"_raw_ms")
+		b.ReportMetric(mib(peak), c.name+"_peak_rss_MiB")
+		b.ReportMetric(mib(alloc), c.name+"_alloc_MiB")
 	}
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// memoryOf runs f once and returns how far the process's peak RSS rose above
+// its RSS just before (Linux: the high-water mark is reset through
+// /proc/self/clear_refs; -1 elsewhere) and the bytes f allocated.
+func memoryOf(b *testing.B, f func() error) (peakRise, allocated int64) {
+	b.Helper()
+	debug.FreeOSMemory() // RSS down to the live heap, so what f needs shows
+	peakRise = -1
+	resetOK := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+	before := procStatusBytes("VmRSS")
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	require.NoError(b, f())
+	runtime.ReadMemStats(&m1)
+	if hwm := procStatusBytes("VmHWM"); resetOK && hwm >= 0 && before >= 0 {
+		peakRise = max(hwm-before, 0)
+	}
+	return peakRise, int64(m1.TotalAlloc - m0.TotalAlloc)
+}
+
+// procStatusBytes reads a kB field of /proc/self/status; -1 if unavailable.
+func procStatusBytes(field string) int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return kb << 10
+		}
+	}
+	return -1
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
