@@ -242,10 +242,12 @@ func TestSchedulesAPI(t *testing.T) {
 
 	code, body = env.do(t, http.MethodPost, "/api/v1/schedules/retention/trigger", nil)
 	require.Equal(t, http.StatusOK, code, string(body))
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		r := list()[workflows.RetentionScheduleID].LastRun
-		return r != nil && r.Status == "completed"
-	}, 2*time.Minute, 200*time.Millisecond, "the triggered retention run completes")
+		if assert.NotNil(c, r, "the triggered retention run is listed") {
+			assert.Equal(c, "completed", r.Status, "the triggered retention run %s completes", r.WorkflowID)
+		}
+	}, 2*time.Minute, 200*time.Millisecond)
 	code, body = env.do(t, http.MethodGet, "/api/v1/retention/runs", nil)
 	require.Equal(t, http.StatusOK, code, string(body))
 	runs := decode[struct {
