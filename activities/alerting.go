@@ -83,6 +83,50 @@ func (a *Activities) LoadAlertEval(ctx context.Context, in workflows.LoadAlertEv
 	for _, s := range silences {
 		out.Silences = append(out.Silences, workflows.AlertSilence{ID: s.ID, RuleID: s.RuleID, Matchers: s.Matchers})
 	}
+	if !in.After.Started {
+		out.Unstarted, err = a.unstartedAlertNotifications(ctx)
+	}
+	return out, err
+}
+
+// Unstarted alert notifications are looked for between a day and two
+// minutes old: younger ones may belong to a run still starting them; older
+// ones would have been found by a day of runs already.
+const (
+	unstartedMinAge = 2 * time.Minute
+	unstartedMaxAge = 24 * time.Hour
+	unstartedLimit  = 100
+)
+
+// unstartedAlertNotifications finds stored alert notifications whose notify
+// workflow may never have started, to be started (again) by the run.
+func (a *Activities) unstartedAlertNotifications(ctx context.Context) ([]workflows.AlertNotifyStart, error) {
+	now := a.now()
+	rows, err := db.UnstartedAlertNotifications(ctx, a.DB.Bun, now.Add(-unstartedMaxAge), now.Add(-unstartedMinAge), unstartedLimit)
+	if err != nil {
+		return nil, a.unavailable(ctx, "load unstarted alert notifications", err)
+	}
+	channels := map[int64]*db.Channel{}
+	for _, n := range rows {
+		if err := a.loadChannel(ctx, channels, n.ChannelID); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]workflows.AlertNotifyStart, 0, len(rows))
+	for i := range rows {
+		var alert notify.Alert
+		if err := json.Unmarshal(rows[i].Payload, &alert); err != nil {
+			return nil, fmt.Errorf("notification %s payload: %w", rows[i].ID, err)
+		}
+		start, err := a.alertNotifyStart(&rows[i], alert.Fingerprint, alert.Severity, channels)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, start)
+	}
+	if len(out) > 0 {
+		activity.GetLogger(ctx).Warn("Starting alert notifications an earlier run stored but may not have started", "count", len(out))
+	}
 	return out, nil
 }
 
@@ -487,21 +531,30 @@ func (a *Activities) alertChannels(ctx context.Context, updates []workflows.Aler
 	channels := map[int64]*db.Channel{}
 	for _, u := range updates {
 		for _, n := range u.Notifications {
-			if _, seen := channels[n.ChannelID]; seen {
-				continue
-			}
-			ch, err := db.GetChannel(ctx, a.DB.Bun, n.ChannelID)
-			switch {
-			case errors.Is(err, db.ErrNotFound):
-				channels[n.ChannelID] = nil // deleted since the rule was routed: skipped
-			case err != nil:
-				return nil, a.unavailable(ctx, "load channel", err)
-			default:
-				channels[n.ChannelID] = ch
+			if err := a.loadChannel(ctx, channels, n.ChannelID); err != nil {
+				return nil, err
 			}
 		}
 	}
 	return channels, nil
+}
+
+// loadChannel adds channel id to channels unless it is there already; a
+// deleted channel is stored as nil.
+func (a *Activities) loadChannel(ctx context.Context, channels map[int64]*db.Channel, id int64) error {
+	if _, seen := channels[id]; seen {
+		return nil
+	}
+	ch, err := db.GetChannel(ctx, a.DB.Bun, id)
+	switch {
+	case errors.Is(err, db.ErrNotFound):
+		channels[id] = nil // deleted since the rule was routed: skipped
+	case err != nil:
+		return a.unavailable(ctx, "load channel", err)
+	default:
+		channels[id] = ch
+	}
+	return nil
 }
 
 func applyAlertUpdate(ctx context.Context, tx bun.Tx, minute time.Time, u workflows.AlertUpdate, channels map[int64]*db.Channel) (bool, error) {
@@ -577,23 +630,34 @@ func (a *Activities) alertNotifyStarts(ctx context.Context, updates []workflows.
 	if err != nil {
 		return nil, a.unavailable(ctx, "load alert notifications", err)
 	}
+	var out []workflows.AlertNotifyStart
+	for i := range stored {
+		n := &stored[i]
+		if n.Status != db.NotificationPending {
+			continue
+		}
+		start, err := a.alertNotifyStart(n, from[n.ID].fingerprint, from[n.ID].severity, channels)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, start)
+	}
+	return out, nil
+}
+
+// alertNotifyStart is how the run starts n's notify workflow: the
+// configured retry policy with the channel's override.
+func (a *Activities) alertNotifyStart(n *db.Notification, fingerprint, severity string, channels map[int64]*db.Channel) (workflows.AlertNotifyStart, error) {
 	policy := a.NotifyRetry
 	if policy.Validate() != nil {
 		policy = workflows.DefaultNotifyRetryPolicy
 	}
-	var out []workflows.AlertNotifyStart
-	for _, n := range stored {
-		if n.Status != db.NotificationPending {
-			continue
+	var override notify.RetryOverride
+	if ch := channels[n.ChannelID]; ch != nil && len(ch.Retry) > 0 {
+		if err := json.Unmarshal(ch.Retry, &override); err != nil {
+			return workflows.AlertNotifyStart{}, fmt.Errorf("channel %d retry policy: %w", n.ChannelID, err)
 		}
-		var override notify.RetryOverride
-		if ch := channels[n.ChannelID]; ch != nil && len(ch.Retry) > 0 {
-			if err := json.Unmarshal(ch.Retry, &override); err != nil {
-				return nil, fmt.Errorf("channel %d retry policy: %w", n.ChannelID, err)
-			}
-		}
-		out = append(out, workflows.AlertNotifyStart{Fingerprint: from[n.ID].fingerprint, Severity: from[n.ID].severity,
-			Input: workflows.NotifyInput{NotificationID: n.ID, ChannelType: n.ChannelType, Retry: override.Apply(policy)}})
 	}
-	return out, nil
+	return workflows.AlertNotifyStart{Fingerprint: fingerprint, Severity: severity,
+		Input: workflows.NotifyInput{NotificationID: n.ID, ChannelType: n.ChannelType, Retry: override.Apply(policy)}}, nil
 }

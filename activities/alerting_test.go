@@ -404,3 +404,54 @@ func BenchmarkAlertEvaluation(b *testing.B) {
 	b.ReportMetric(float64(dataBytes)/1024, "max-load-KiB")
 	b.ReportMetric(float64(updateBytes)/1024, "max-updates-KiB")
 }
+
+// TestLoadAlertEvalFindsUnstartedNotifications: the first chunk lists the
+// alert notifications an earlier run stored but may not have started
+// (pending, no attempt, between two minutes and a day old), with what their
+// notify workflow needs; later chunks list none.
+func TestLoadAlertEvalFindsUnstartedNotifications(t *testing.T) {
+	ctx := context.Background()
+	d := testenv.DB(t)
+	now := evalMinute.Add(90 * time.Second)
+	a := &activities.Activities{DB: d, Clock: func() time.Time { return now }}
+	ch := &db.Channel{Name: "hook", Type: "webhook", ConfigKeyID: "k", ConfigSealed: []byte{1},
+		Retry: json.RawMessage(`{"maximum_attempts": 2}`)}
+	require.NoError(t, db.CreateChannel(ctx, d.Bun, ch))
+	payload, err := json.Marshal(notify.Alert{Fingerprint: "fp-1", Status: notify.StatusFiring, Severity: workflows.SeverityCritical})
+	require.NoError(t, err)
+	ids := map[string]string{}
+	for _, n := range []struct {
+		id, kind, status string
+		attempts         int
+		age              time.Duration
+	}{
+		{"orphan", notify.KindAlert, db.NotificationPending, 0, 5 * time.Minute},
+		{"young", notify.KindAlert, db.NotificationPending, 0, time.Minute},
+		{"ancient", notify.KindAlert, db.NotificationPending, 0, 25 * time.Hour},
+		{"trying", notify.KindAlert, db.NotificationPending, 1, 5 * time.Minute},
+		{"sent", notify.KindAlert, db.NotificationSent, 1, 5 * time.Minute},
+		{"test", notify.KindTest, db.NotificationPending, 0, 5 * time.Minute},
+	} {
+		id := workflows.AlertNotificationID(n.id, 1, ch.ID)
+		ids[n.id] = id
+		require.NoError(t, db.InsertNotification(ctx, d.Bun, &db.Notification{ID: id, ChannelID: ch.ID, ChannelType: "webhook",
+			Kind: n.kind, Payload: payload, Status: n.status, Attempts: n.attempts, CreatedAt: now.Add(-n.age),
+			WorkflowID: workflows.NotifyWorkflowID(id)}))
+	}
+
+	data := loadEval(t, a, evalMinute)
+	require.Len(t, data.Unstarted, 1)
+	got := data.Unstarted[0]
+	assert.Equal(t, "fp-1", got.Fingerprint)
+	assert.Equal(t, workflows.SeverityCritical, got.Severity)
+	assert.Equal(t, ids["orphan"], got.Input.NotificationID)
+	assert.Equal(t, "webhook", got.Input.ChannelType)
+	assert.Equal(t, 2, got.Input.Retry.MaximumAttempts, "the channel's retry override applies")
+
+	val, err := newEnv(a).ExecuteActivity(a.LoadAlertEval, workflows.LoadAlertEvalInput{Minute: evalMinute,
+		After: workflows.AlertRuleCursor{Started: true, Rest: true, ID: 1}})
+	require.NoError(t, err)
+	var later workflows.AlertEvalData
+	require.NoError(t, val.Get(&later))
+	assert.Empty(t, later.Unstarted, "only the first chunk looks")
+}

@@ -408,6 +408,20 @@ func NotificationsByID(ctx context.Context, idb bun.IDB, ids []string) ([]Notifi
 	return ns, MapError(err)
 }
 
+// UnstartedAlertNotifications lists up to limit alert notifications created
+// in [after, before) that are still pending with no attempt: their notify
+// workflow may never have started (an evaluation run that stored them and
+// failed before starting it). Starting such a workflow again is a no-op
+// when it exists, so the caller may start all of them.
+func UnstartedAlertNotifications(ctx context.Context, idb bun.IDB, after, before time.Time, limit int) ([]Notification, error) {
+	var ns []Notification
+	err := idb.NewSelect().Model(&ns).
+		Where("status = ?", NotificationPending).Where("kind = 'alert'").Where("attempts = 0").
+		Where("created_at >= ? AND created_at < ?", after, before).
+		Order("created_at").Limit(int64(limit)).Scan(ctx)
+	return ns, MapError(err)
+}
+
 // Silence mutes the notifications of matching alerts between StartsAt and
 // EndsAt.
 type Silence struct {

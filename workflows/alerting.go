@@ -61,6 +61,12 @@ func alertEval(ctx workflow.Context, in AlertEvalInput) (AlertEvalResult, error)
 		if err := workflow.ExecuteActivity(loadCtx, ActivityLoadAlertEval, load).Get(ctx, &data); err != nil {
 			return AlertEvalResult{}, fmt.Errorf("%s: %w", ActivityLoadAlertEval, err)
 		}
+		if len(data.Unstarted) > 0 {
+			if err := startAlertNotifications(ctx, data.Unstarted); err != nil {
+				return AlertEvalResult{}, err
+			}
+			res.Restarted += len(data.Unstarted)
+		}
 		res.Chunks++
 		res.Rules += len(data.Rules)
 		res.Groups += len(data.Samples)

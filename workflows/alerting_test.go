@@ -521,3 +521,32 @@ func TestAlertEvalRunsEveryChunk(t *testing.T) {
 	assert.Equal(t, 3, res.Notifications, "warning to one route, critical to both")
 	assert.Equal(t, minute, res.Minute, "the input's minute")
 }
+
+// TestAlertEvalStartsUnstartedNotifications: notifications an earlier run
+// stored but may not have started are started under their own notify/<id>.
+func TestAlertEvalStartsUnstartedNotifications(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(workflows.AlertEval, workflow.RegisterOptions{Name: workflows.AlertEvalWorkflowName})
+	minute := evalStart.Truncate(time.Minute)
+	orphan := workflows.AlertNotifyStart{Fingerprint: "fp-1", Severity: workflows.SeverityCritical,
+		Input: workflows.NotifyInput{NotificationID: "n-old", ChannelType: "webhook", Retry: workflows.DefaultNotifyRetryPolicy}}
+	env.RegisterActivityWithOptions(func(_ context.Context, in workflows.LoadAlertEvalInput) (workflows.AlertEvalData, error) {
+		return workflows.AlertEvalData{Minute: in.Minute, Unstarted: []workflows.AlertNotifyStart{orphan}}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityLoadAlertEval})
+	var started []string
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, in workflows.NotifyInput) (workflows.NotifyResult, error) {
+		started = append(started, workflow.GetInfo(ctx).WorkflowExecution.ID+" "+in.NotificationID)
+		return workflows.NotifyResult{}, nil
+	}, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
+
+	env.ExecuteWorkflow(workflows.AlertEvalWorkflowName, workflows.AlertEvalInput{Minute: &minute})
+
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var res workflows.AlertEvalResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	assert.Equal(t, 1, res.Restarted)
+	assert.Zero(t, res.Notifications, "no transition this minute")
+	assert.Equal(t, []string{"notify/n-old n-old"}, started)
+}

@@ -553,6 +553,8 @@ type AlertEvalResult struct {
 	// Conflicts counts alerts changed by someone else meanwhile; the next
 	// minute evaluates them again.
 	Conflicts int `json:"conflicts"`
+	// Restarted counts notifications of earlier runs started again.
+	Restarted int `json:"restarted,omitempty"`
 }
 
 // MaxListedTransitions bounds the transitions a run result lists, and with
@@ -608,6 +610,10 @@ type AlertEvalData struct {
 	// Next is the cursor of the next chunk; More says whether there is one.
 	Next AlertRuleCursor `json:"next"`
 	More bool            `json:"more"`
+	// Unstarted (first chunk only) are stored alert notifications whose
+	// workflow may never have started; the run starts them (a no-op for
+	// those that exist).
+	Unstarted []AlertNotifyStart `json:"unstarted,omitempty"`
 }
 
 // AlertRule is a rule as the state machine sees it.
