@@ -30,8 +30,13 @@ FORCE:
 run: $(TEMPORAL_STAMP) $(BIN)/opsflow
 	$(BIN)/opsflow dev --temporal-cli $(TEMPORAL)
 
+# workflowcheck: workflow code must be deterministic (no map-order, time,
+# I/O or goroutines); `//workflowcheck:ignore <why>` marks the safe cases.
+WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
+
 vet:
 	$(GO) vet ./...
+	$(GO) run $(WORKFLOWCHECK) ./workflows/...
 
 test: $(TEMPORAL_STAMP) vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -192,6 +192,7 @@ func highestFiring(updates []AlertUpdate, skip map[string]bool) string {
 func AlertFingerprint(ruleUID string, labels map[string]string) string {
 	h := sha256.New()
 	h.Write([]byte(ruleUID))
+	//workflowcheck:ignore sorted
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		h.Write([]byte{0})
 		h.Write([]byte(k))
@@ -314,6 +315,7 @@ func EvaluateAlerts(data AlertEvalData) []AlertUpdate {
 	}
 	// Active alerts without a sample this minute (traffic stopped, rule
 	// disabled) are clear.
+	//workflowcheck:ignore fills a map: order-independent
 	for fp, st := range states {
 		if _, ok := obs[fp]; ok || (st.State != AlertPending && st.State != AlertFiring) {
 			continue
@@ -323,6 +325,7 @@ func EvaluateAlerts(data AlertEvalData) []AlertUpdate {
 		}
 	}
 	var steps []*stepped
+	//workflowcheck:ignore sorted
 	for _, fp := range slices.Sorted(maps.Keys(obs)) {
 		st := states[fp]
 		if st != nil && !st.LastEvalMinute.Before(minute) {
@@ -333,6 +336,7 @@ func EvaluateAlerts(data AlertEvalData) []AlertUpdate {
 		}
 	}
 	downProviders := firingProviderDown(steps, states, rules)
+	//workflowcheck:ignore fills a map with distinct keys
 	for p, fp := range data.Inhibitors {
 		if _, ok := downProviders[p]; !ok {
 			downProviders[p] = fp
@@ -450,8 +454,9 @@ func threshold(r *AlertRule, sev string) float64 {
 func firingProviderDown(steps []*stepped, states map[string]*AlertState, rules map[int64]*AlertRule) map[string]string {
 	down := map[string]string{}
 	mark := func(st AlertState, r *AlertRule) {
-		if r != nil && r.Metric == MetricProviderDown && st.State == AlertFiring && st.Labels["provider"] != "" {
-			down[st.Labels["provider"]] = st.Fingerprint
+		p := st.Labels["provider"]
+		if _, taken := down[p]; !taken && r != nil && r.Metric == MetricProviderDown && st.State == AlertFiring && p != "" {
+			down[p] = st.Fingerprint
 		}
 	}
 	seen := map[string]bool{}
@@ -459,9 +464,10 @@ func firingProviderDown(steps []*stepped, states map[string]*AlertState, rules m
 		seen[s.state.Fingerprint] = true
 		mark(s.state, s.obs.rule)
 	}
-	for fp, st := range states {
+	//workflowcheck:ignore sorted
+	for _, fp := range slices.Sorted(maps.Keys(states)) {
 		if !seen[fp] {
-			mark(*st, rules[st.RuleID])
+			mark(*states[fp], rules[states[fp].RuleID])
 		}
 	}
 	return down
@@ -506,6 +512,7 @@ func silencedBy(s *stepped, silences []AlertSilence) string {
 			continue
 		}
 		matches := true
+		//workflowcheck:ignore all must match: order-independent
 		for k, v := range sil.Matchers {
 			if s.state.Labels[k] != v && s.obs.rule.Labels[k] != v {
 				matches = false
@@ -535,6 +542,7 @@ func (s *stepped) notifications(minute time.Time) []AlertNotification {
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	//workflowcheck:ignore copies a map
 	maps.Copy(labels, st.Labels)
 	labels["rule"], labels["metric"] = r.Name, r.Metric
 	var out []AlertNotification
@@ -554,6 +562,7 @@ func (s *stepped) notifications(minute time.Time) []AlertNotification {
 func (s *stepped) title() string {
 	r := s.obs.rule
 	var groups []string
+	//workflowcheck:ignore sorted
 	for _, k := range slices.Sorted(maps.Keys(s.state.Labels)) {
 		groups = append(groups, k+"="+s.state.Labels[k])
 	}
