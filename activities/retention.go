@@ -62,7 +62,10 @@ func (a *Activities) PurgeExpired(ctx context.Context, in workflows.RetentionTas
 			}
 			p.Rows += n
 			activity.RecordHeartbeat(ctx, *p)
-			if n < int64(batch) {
+			// Only an empty batch ends the trim: a short one can also mean a
+			// killed attempt's DELETE, still running when this retry began,
+			// took some of the rows this batch would have taken.
+			if n == 0 {
 				return nil
 			}
 		}
@@ -120,7 +123,10 @@ func (a *Activities) TrimRequestLogs(ctx context.Context, in workflows.Retention
 				p.Position, from = last, last
 			}
 			activity.RecordHeartbeat(ctx, *p)
-			if n < int64(batch) {
+			// Only an empty batch ends the trim: a short one can also mean a
+			// killed attempt's DELETE, still running when this retry began,
+			// took some of the rows this batch would have taken.
+			if n == 0 {
 				return nil
 			}
 		}
