@@ -27,10 +27,7 @@ import (
 func TestCredentialRefreshHappensOnTimeAfterWorkerRestart(t *testing.T) {
 	ctx := context.Background()
 	bin := opsflowBinary(t)
-	dbURL := testenv.DatabaseURL(t)
-	d, err := db.Open(ctx, dbURL, 4)
-	require.NoError(t, err)
-	t.Cleanup(d.Close)
+	dbURL, d := processDB(t, 4)
 	tc := testenv.TemporalClient(t)
 	box, err := secrets.NewBox(secretKey)
 	require.NoError(t, err)

@@ -64,10 +64,7 @@ func trimWorkflow(ctx workflow.Context, in trimInput) (workflows.RetentionTaskRe
 func TestTrimResumesAfterWorkerKilled(t *testing.T) {
 	ctx := context.Background()
 	bin := opsflowBinary(t)
-	dbURL := testenv.DatabaseURL(t)
-	d, err := db.Open(ctx, dbURL, 8)
-	require.NoError(t, err)
-	t.Cleanup(d.Close)
+	dbURL, d := processDB(t, 8)
 	tc := testenv.TemporalClient(t)
 	actQueue := "trim-kill-" + uuid.NewString()
 	wfQueue := "trim-workflow-" + uuid.NewString()

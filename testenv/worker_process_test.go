@@ -16,6 +16,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/opsflow/opsflow/db"
 	"github.com/opsflow/opsflow/testenv"
 )
 
@@ -24,6 +25,17 @@ var (
 	binary    string
 	buildErr  error
 )
+
+// processDB is a fresh migrated database for a test that runs worker
+// processes: its URL, for the processes, and a pool on it, for the test.
+func processDB(t *testing.T, maxConns int32) (string, *db.DB) {
+	t.Helper()
+	url := testenv.DatabaseURL(t)
+	d, err := db.Open(context.Background(), url, maxConns)
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	return url, d
+}
 
 // opsflowBinary builds cmd/opsflow once per test run.
 func opsflowBinary(t *testing.T) string {
