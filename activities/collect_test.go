@@ -54,6 +54,10 @@ type rawEvent struct {
 
 func ptr[T any](v T) *T { return &v }
 
+// apiKeyOf gives a group's events an api_key: one per provider, so a key
+// spans tenants and a tenant has several keys.
+func apiKeyOf(g group) string { return "key-" + g.provider }
+
 // genEvents makes perMinute events for every group in each minute, with a
 // status mix that exercises every class (a 200 the gateway timed out, 408
 // and 504 as timeouts, 3xx as success).
@@ -133,12 +137,12 @@ func ingest(t *testing.T, d *db.DB, events []rawEvent) int64 {
 		require.NoError(t, err)
 	}
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"request_logs"},
-		[]string{"ts", "tenant", "provider", "model", "status_code", "latency_ms", "ttft_ms",
+		[]string{"ts", "tenant", "provider", "model", "api_key", "status_code", "latency_ms", "ttft_ms",
 			"input_tokens", "output_tokens", "cached_tokens", "cost_usd", "error_type"},
 		pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
 			e := events[i]
 			cost := pgtype.Numeric{Int: big.NewInt(e.costMicros), Exp: -6, Valid: true}
-			return []any{e.ts, e.g.tenant, e.g.provider, e.g.model, e.status, e.latency, e.ttft,
+			return []any{e.ts, e.g.tenant, e.g.provider, e.g.model, apiKeyOf(e.g), e.status, e.latency, e.ttft,
 				e.in, e.out, e.cached, cost, e.errorType}, nil
 		}))
 	require.NoError(t, err)
@@ -280,6 +284,63 @@ func TestCollectRollupsMatchesRawRows(t *testing.T) {
 
 	assertPercentiles(t, d, rows, "latency_ms", func(r db.RollupMinute) []byte { return r.LatencySketch })
 	assertPercentiles(t, d, rows, "ttft_ms", func(r db.RollupMinute) []byte { return r.TTFTSketch })
+	assertAPIKeyRollups(t, d)
+}
+
+// assertAPIKeyRollups compares rollup_apikey_minute and rollup_apikey_hour
+// with sums over the raw rows per (minute or hour, api_key, tenant), and
+// their sketches' counts with the rows they summarise.
+func assertAPIKeyRollups(t *testing.T, d *db.DB) {
+	t.Helper()
+	ctx := context.Background()
+	for _, c := range []struct{ table, ts, trunc string }{
+		{"rollup_apikey_minute", "minute", "minute"},
+		{"rollup_apikey_hour", "hour", "hour"},
+	} {
+		var rows, mismatches int
+		require.NoError(t, d.Pool.QueryRow(ctx, `
+			WITH raw AS (
+				SELECT date_trunc('`+c.trunc+`', ts) AS `+c.ts+`, api_key, tenant,
+					count(*) AS requests,
+					count(*) FILTER (WHERE status_code BETWEEN 100 AND 399 AND error_type IS DISTINCT FROM 'timeout') AS successes,
+					count(*) FILTER (WHERE error_type = 'timeout' OR status_code IN (408, 504)) AS timeouts,
+					sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+					sum(cached_tokens) AS cached_tokens, sum(cost_usd) AS cost_usd, max(latency_ms) AS latency_max,
+					count(ttft_ms) AS ttft_count,
+					max(n) AS peak
+				FROM (SELECT *, count(*) OVER (PARTITION BY date_trunc('minute', ts), api_key, tenant) AS n FROM request_logs) AS r
+				GROUP BY 1, 2, 3)
+			SELECT count(*), count(*) FILTER (WHERE raw.requests IS DISTINCT FROM r.requests
+				OR raw.successes IS DISTINCT FROM r.successes
+				OR raw.timeouts IS DISTINCT FROM r.timeouts
+				OR raw.input_tokens IS DISTINCT FROM r.input_tokens
+				OR raw.output_tokens IS DISTINCT FROM r.output_tokens
+				OR raw.cached_tokens IS DISTINCT FROM r.cached_tokens
+				OR raw.cost_usd IS DISTINCT FROM r.cost_usd
+				OR raw.latency_max IS DISTINCT FROM r.latency_max
+				OR raw.ttft_count IS DISTINCT FROM r.ttft_count`+map[bool]string{true: `
+				OR raw.peak IS DISTINCT FROM r.peak_requests`}[c.ts == "hour"]+`)
+			FROM raw FULL JOIN `+c.table+` r USING (`+c.ts+`, api_key, tenant)`).Scan(&rows, &mismatches))
+		assert.Positive(t, rows, c.table)
+		assert.Zero(t, mismatches, "%s rows differing from sums over raw rows", c.table)
+
+		sketches, err := d.Pool.Query(ctx, `SELECT requests, latency_sketch, ttft_count, ttft_sketch FROM `+c.table)
+		require.NoError(t, err)
+		for sketches.Next() {
+			var n, ttftN int64
+			var lat, ttft []byte
+			require.NoError(t, sketches.Scan(&n, &lat, &ttftN, &ttft))
+			for _, s := range []struct {
+				n   int64
+				enc []byte
+			}{{n, lat}, {ttftN, ttft}} {
+				sk, err := db.DecodeSketch(s.enc)
+				require.NoError(t, err)
+				assert.Equal(t, float64(s.n), sk.GetCount(), c.table)
+			}
+		}
+		require.NoError(t, sketches.Err())
+	}
 }
 
 // assertPercentiles merges the minute sketches per group and overall and
@@ -415,6 +476,18 @@ func TestCollectRollupsFoldsLateEvents(t *testing.T) {
 	require.NoError(t, d.Pool.QueryRow(ctx, `SELECT (SELECT sum(cost_usd) FROM request_logs WHERE ts >= $1 AND ts < $2)
 		= (SELECT sum(cost_usd) FROM rollup_minute WHERE minute = $1)`, oldMinute, oldMinute.Add(time.Minute)).Scan(&costEqual))
 	assert.True(t, costEqual)
+
+	// The late event's minute's api_key rows were replaced, not added to,
+	// and its hour rebuilt.
+	var keyRows, keyRequests, hourRequests int64
+	require.NoError(t, d.Pool.QueryRow(ctx, `SELECT count(*), sum(requests),
+		(SELECT requests FROM rollup_apikey_hour WHERE hour = date_trunc('hour', $1::timestamptz) AND api_key = $2 AND tenant = $3)
+		FROM rollup_apikey_minute WHERE minute = $1 AND api_key = $2 AND tenant = $3`,
+		oldMinute, apiKeyOf(groups[0]), groups[0].tenant).Scan(&keyRows, &keyRequests, &hourRequests))
+	assert.EqualValues(t, 1, keyRows)
+	assert.EqualValues(t, 10+1, keyRequests, "the group's ten events and the late one")
+	assert.EqualValues(t, 10+1, hourRequests, "the hour holds that one minute of the group")
+	assertAPIKeyRollups(t, d)
 }
 
 func TestCollectRollupsMarksBatchesAndReportsMore(t *testing.T) {

@@ -271,6 +271,8 @@ func TestPurgeExpiredPerClass(t *testing.T) {
 		exec(`INSERT INTO rollup_hour VALUES (7, $1, 't', 'p', 'm', 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, '\x', 0, 0, 0, '\x', 1)`, ts)
 		exec(`INSERT INTO rollup_errors_minute VALUES ($1, 't', 'p', 'm', 500, 'e', 'boom', 1)`, ts)
 		exec(`INSERT INTO rollup_errors_hour VALUES (7, $1, 't', 'p', 'm', 500, 'e', 'boom', 1)`, ts)
+		exec(`INSERT INTO rollup_apikey_minute VALUES ($1, 'k', 't', 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, '\x', 0, 0, 0, '\x')`, ts)
+		exec(`INSERT INTO rollup_apikey_hour VALUES ($1, 'k', 't', 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, '\x', 0, 0, 0, '\x', 1)`, ts)
 		exec(`INSERT INTO process_metrics VALUES ($1, 'i', 0, 0, 0, 0, 0, 0, 0, 0, 0)`, ts)
 		exec(`INSERT INTO alert_events (at, fingerprint, rule_id, from_state, to_state, severity, event_key)
 			VALUES ($1, 'f', 1, 'ok', 'firing', 'warning', $2)`, ts, strconv.Itoa(i))
@@ -297,6 +299,8 @@ func TestPurgeExpiredPerClass(t *testing.T) {
 		{"rollup_hour", "rollup_hour", 3, 1},
 		{"rollup_errors_minute", "rollup_errors_minute", 3, 1},
 		{"rollup_errors_hour", "rollup_errors_hour", 3, 1},
+		{"rollup_apikey_minute", "rollup_apikey_minute", 3, 1},
+		{"rollup_apikey_hour", "rollup_apikey_hour", 3, 1},
 		{"process_metrics", "process_metrics", 3, 1},
 		{"alert_events", "alert_events", 3, 1},
 		{"daily_stats", "daily_stats", 3, 1},

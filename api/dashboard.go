@@ -42,8 +42,9 @@ func (s *Server) rawTimeouts(next echo.HandlerFunc) echo.HandlerFunc {
 			s.log.Warn("dashboard raw query timed out", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 				"path", c.Path(), "query", c.QueryString(), "err", err)
 			return &Error{Status: http.StatusServiceUnavailable, Code: "query_timeout",
-				Message: fmt.Sprintf("the query ran longer than %s: api_key filters and breakdowns read the raw "+
-					"request logs instead of pre-aggregates; retry with a shorter window (range or from/to)",
+				Message: fmt.Sprintf("the query ran longer than %s: api_key filters and breakdowns combined with "+
+					"provider or model, and errors filtered by api_key, read the raw request logs instead of "+
+					"pre-aggregates; retry with a shorter window (range or from/to)",
 					s.cfg.DashboardRawTimeout),
 				Details: map[string]string{"timeout": s.cfg.DashboardRawTimeout.String()}}
 		}

@@ -192,6 +192,11 @@ func TestDashboardFromRollups(t *testing.T) {
 	models := topValues(t, env, "model", 2)
 	keys := topValues(t, env, "api_key", 2)
 	ctx := context.Background()
+	// Keys belong to tenants: one of each tenant's for a breakdown by
+	// tenant filtered by api_key.
+	var keyPerTenant []string
+	require.NoError(t, env.db.Pool.QueryRow(ctx, `SELECT array_agg(k) FROM (SELECT DISTINCT ON (tenant) api_key AS k
+		FROM request_logs ORDER BY tenant, api_key) AS s`).Scan(&keyPerTenant))
 
 	t.Run("overview equals exact SQL", func(t *testing.T) {
 		cases := []filterCase{
@@ -205,7 +210,10 @@ func TestDashboardFromRollups(t *testing.T) {
 			{name: "provider and models", providers: providers[:1], models: models},
 			{name: "full key", tenants: tenants[:1], providers: providers, models: models},
 			{name: "api key", keys: keys[:1]},
+			{name: "api keys", keys: keys},
+			{name: "api key and tenant", keys: keys[:1], tenants: tenants},
 			{name: "api keys and provider", keys: keys, providers: providers[:1]},
+			{name: "api key and model", keys: keys[:1], models: models},
 			{name: "no match", tenants: []string{"nobody"}},
 		}
 		windows := map[string][2]time.Time{
@@ -359,9 +367,12 @@ func TestDashboardFromRollups(t *testing.T) {
 			{"model", filterCase{}},
 			{"tenant", filterCase{providers: providers[:1]}},
 			{"provider", filterCase{tenants: tenants}},
+			{"api_key", filterCase{}},
+			{"api_key", filterCase{tenants: tenants}},
+			{"tenant", filterCase{keys: keyPerTenant}},
 			{"api_key", filterCase{providers: providers[:1]}},
 		} {
-			t.Run(c.by, func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/%+v", c.by, c.filter), func(t *testing.T) {
 				q := c.filter.values(windowA[0], windowA[1])
 				q.Set("by", c.by)
 				q.Set("limit", "2")
@@ -516,7 +527,8 @@ func TestDashboardFromRollups(t *testing.T) {
 	t.Run("re-collecting gives the same rows", func(t *testing.T) {
 		snapshot := func() []string {
 			var out []string
-			for _, table := range []string{"rollup_minute_proj", "rollup_hour", "rollup_errors_minute", "rollup_errors_hour"} {
+			for _, table := range []string{"rollup_minute_proj", "rollup_hour", "rollup_errors_minute", "rollup_errors_hour",
+				"rollup_apikey_minute", "rollup_apikey_hour"} {
 				var sum string
 				require.NoError(t, env.db.Pool.QueryRow(ctx,
 					`SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY t::text)) FROM `+table+` t`).Scan(&sum))

@@ -79,10 +79,22 @@ type DashboardQuery struct {
 	RawTimeout time.Duration
 }
 
-// readsRaw reports whether q must read the raw rows: api_key is not a
-// rollup dimension.
-func (q DashboardQuery) readsRaw() bool {
+// involvesAPIKey reports whether q filters or breaks down by api_key.
+func (q DashboardQuery) involvesAPIKey() bool {
 	return len(q.Filter.APIKeys) > 0 || q.By == DimAPIKey
+}
+
+// apiKeyRollups reports whether q involves api_key and otherwise at most
+// tenant, which the api_key rollups (kept per api_key and tenant) answer.
+func (q DashboardQuery) apiKeyRollups() bool {
+	return q.involvesAPIKey() && len(q.Filter.Providers) == 0 && len(q.Filter.Models) == 0 &&
+		(q.By == "" || q.By == DimAPIKey || q.By == DimTenant)
+}
+
+// readsRaw reports whether q must read the raw rows: api_key with provider
+// or model, which no rollup keeps together.
+func (q DashboardQuery) readsRaw() bool {
+	return q.involvesAPIKey() && !q.apiKeyRollups()
 }
 
 // DashboardStats are the counters of one group with merged sketches (nil
@@ -124,10 +136,12 @@ func (b *sqlBuilder) add(s string, args ...any) {
 // reads the pre-aggregates: whole hours from rollup_hour at the coarsest
 // grain covering the filters and the breakdown, the minutes at the window's
 // edges from rollup_minute_proj (or rollup_minute when the filters and
-// breakdown involve two or more dimensions).
-// api_key is not a rollup dimension, so those queries read the raw rows
-// (rawDashboard): exact counts, the same percentile accuracy, at raw-scan
-// speed, within q.RawTimeout. Groups come back ordered by bucket and key.
+// breakdown involve two or more dimensions). With api_key and otherwise at
+// most tenant it reads rollup_apikey_hour and rollup_apikey_minute the same
+// way. The rollups do not keep api_key with provider or model, so those
+// queries read the raw rows (rawDashboard): exact counts, the same
+// percentile accuracy, at raw-scan speed, within q.RawTimeout. Groups come
+// back ordered by bucket and key.
 func DashboardAggregate(ctx context.Context, d *DB, q DashboardQuery) ([]DashboardStats, error) {
 	if !q.From.Before(q.To) {
 		return nil, nil
@@ -216,17 +230,21 @@ func rollupAggregate(b *sqlBuilder, q DashboardQuery) {
 		b.add(tsCol+" >= ? AND "+tsCol+" < ?", from, to)
 		q.Filter.where(b, "")
 	}
+	// The sources: minute rows and hour rows, and whether each has grains.
+	minuteTable, minuteGrain, hourTable, hourGrain := "rollup_minute_proj", true, "rollup_hour", true
+	switch {
+	case q.apiKeyRollups():
+		minuteTable, minuteGrain, hourTable, hourGrain = "rollup_apikey_minute", false, "rollup_apikey_hour", false
+	case !slices.Contains(minuteProjGrains, int16(grain)):
+		minuteTable, minuteGrain = "rollup_minute", false
+	}
 	minutes := func(from, to time.Time) {
-		if !slices.Contains(minuteProjGrains, int16(grain)) {
-			part("rollup_minute", "minute", "requests", from, to, false)
-		} else {
-			part("rollup_minute_proj", "minute", "requests", from, to, true)
-		}
+		part(minuteTable, "minute", "requests", from, to, minuteGrain)
 	}
 	hourFrom, hourTo := ceilHour(q.From), q.To.Truncate(time.Hour)
 	if (q.Step == 0 || q.Step%time.Hour == 0) && hourFrom.Before(hourTo) {
 		minutes(q.From, hourFrom)
-		part("rollup_hour", "hour", "peak_requests", hourFrom, hourTo, true)
+		part(hourTable, "hour", "peak_requests", hourFrom, hourTo, hourGrain)
 		minutes(hourTo, q.To)
 	} else {
 		minutes(q.From, q.To)

@@ -58,6 +58,7 @@ type groupedCounters struct {
 	Tenant   string    `bun:"tenant"`
 	Provider string    `bun:"provider"`
 	Model    string    `bun:"model"`
+	APIKey   string    `bun:"api_key"`
 	RequestCounts
 	LatencySum      float64  `bun:"latency_sum"`
 	LatencyMax      float64  `bun:"latency_max"`
@@ -147,9 +148,9 @@ const projectionChunkMinutes = 10
 
 // RebuildDashboardRollups recomputes every dashboard pre-aggregate that
 // depends on the given minutes (any instants; each stands for its UTC
-// minute): their minute projections and error rows, and the hour rows of the
-// hours they fall in. Like RecomputeMinutes it derives everything from
-// scratch, so running it again gives the same rows. It must run in the
+// minute): their minute projections, error rows and api_key rows, and the
+// hour rows of the hours they fall in. Like RecomputeMinutes it derives
+// everything from scratch, so running it again gives the same rows. It must run in the
 // transaction that recomputed the minutes, under LockRollups. progress is
 // called after each step so a long rebuild can heartbeat.
 func RebuildDashboardRollups(ctx context.Context, idb bun.IDB, minutes []time.Time, progress func()) error {
@@ -168,10 +169,17 @@ func RebuildDashboardRollups(ctx context.Context, idb bun.IDB, minutes []time.Ti
 			return err
 		}
 		progress()
+		if err := rebuildAPIKeyMinutes(ctx, idb, chunk); err != nil {
+			return err
+		}
+		progress()
 	}
 	hours := hoursOf(minutes)
 	for _, h := range hours {
 		if err := rebuildHour(ctx, idb, h); err != nil {
+			return err
+		}
+		if err := rebuildAPIKeyHour(ctx, idb, h); err != nil {
 			return err
 		}
 		progress()
@@ -262,13 +270,57 @@ func insertGroups(ctx context.Context, idb bun.IDB, groups []groupedCounters, in
 			if err != nil {
 				return err
 			}
-			cols.add(g.Grain, g.Bucket.UTC(), g.Tenant, g.Provider, g.Model, &c, g.PeakRequests)
+			key := rollupKey{Tenant: g.Tenant, Provider: g.Provider, Model: g.Model, APIKey: g.APIKey}
+			cols.add(g.Grain, g.Bucket.UTC(), key, &c, g.PeakRequests)
 		}
 		if err := cols.insert(ctx, idb); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// rebuildAPIKeyMinutes recomputes rollup_apikey_minute's rows of the given
+// minutes from the raw rows: one scan of the minutes grouped per (minute,
+// api_key, tenant), the sketches built here as AggregateMinutes builds
+// rollup_minute's.
+func rebuildAPIKeyMinutes(ctx context.Context, idb bun.IDB, minutes []time.Time) error {
+	if _, err := idb.NewRaw(`DELETE FROM rollup_apikey_minute WHERE minute = ANY(?::timestamptz[])`,
+		pgdialect.Array(minutes)).Exec(ctx); err != nil {
+		return fmt.Errorf("delete api_key rollups: %w", MapError(err))
+	}
+	aggs, err := aggregateMinutes(ctx, idb, minutes, aggregateAPIKeySQL)
+	if err != nil {
+		return err
+	}
+	for chunk := range slices.Chunk(aggs, insertChunk) {
+		cols := rollupColumns{table: "rollup_apikey_minute", tsColumn: "minute", dims: apiKeyDims}
+		for i := range chunk {
+			c := chunk[i].counters()
+			cols.add(0, chunk[i].Minute, chunk[i].key(), &c, 0)
+		}
+		if err := cols.insert(ctx, idb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rebuildAPIKeyHour recomputes hour h's rollup_apikey_hour rows from
+// rollup_apikey_minute, each with its busiest minute.
+func rebuildAPIKeyHour(ctx context.Context, idb bun.IDB, h time.Time) error {
+	if _, err := idb.NewRaw(`DELETE FROM rollup_apikey_hour WHERE hour = ?`, h).Exec(ctx); err != nil {
+		return fmt.Errorf("delete hourly api_key rollups: %w", MapError(err))
+	}
+	var groups []groupedCounters
+	err := idb.NewRaw(`SELECT ?::timestamptz AS bucket, api_key, tenant, `+stableCounters("minute")+`,
+		max(requests) AS peak_requests
+		FROM rollup_apikey_minute WHERE minute >= ? AND minute < ?
+		GROUP BY api_key, tenant`, h, h, h.Add(time.Hour)).Scan(ctx, &groups)
+	if err != nil {
+		return fmt.Errorf("roll up api_key hour: %w", MapError(err))
+	}
+	return insertGroups(ctx, idb, groups, rollupColumns{table: "rollup_apikey_hour", tsColumn: "hour", dims: apiKeyDims, withPeak: true})
 }
 
 // errorMessageBound is how much of an error message the error rollups keep.

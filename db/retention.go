@@ -50,6 +50,8 @@ var RetentionClasses = []RetentionClass{
 	{Name: "rollup_errors_minute", Table: "rollup_errors_minute", TimeColumn: "minute", DefaultKeepDays: 90},
 	{Name: "rollup_hour", Table: "rollup_hour", TimeColumn: "hour", DefaultKeepDays: 400},
 	{Name: "rollup_errors_hour", Table: "rollup_errors_hour", TimeColumn: "hour", DefaultKeepDays: 400},
+	{Name: "rollup_apikey_minute", Table: "rollup_apikey_minute", TimeColumn: "minute", DefaultKeepDays: 90},
+	{Name: "rollup_apikey_hour", Table: "rollup_apikey_hour", TimeColumn: "hour", DefaultKeepDays: 400},
 	{Name: "daily_stats", Table: "daily_stats", TimeColumn: "day", DefaultKeepDays: 730},
 	{Name: "alert_events", Table: "alert_events", TimeColumn: "at", DefaultKeepDays: 180},
 	{Name: "notifications_sent", Table: "notifications", TimeColumn: "sent_at", Where: "status = 'sent'", DefaultKeepDays: 90},

@@ -18,7 +18,7 @@ import (
 type rollupColumns struct {
 	grain                           []int16
 	ts                              []time.Time
-	tenant, provider, model         []string
+	keys                            []rollupKey
 	requests, successes, s4xx, s5xx []int64
 	timeouts, input, output, cached []int64
 	cost                            []string
@@ -29,12 +29,42 @@ type rollupColumns struct {
 	peak                            []int64
 	withGrain, withPeak             bool
 	table, tsColumn                 string
+	// dims are the table's key columns after the time column (Dim*
+	// names); nil means the full key, tenant, provider and model.
+	dims []string
 }
 
-func (c *rollupColumns) add(grain int16, ts time.Time, tenant, provider, model string, r *RollupCounters, peak int64) {
+// rollupKey is a rollup row's key values; a table stores the ones its dims
+// name.
+type rollupKey struct {
+	Tenant, Provider, Model, APIKey string
+}
+
+func (k *rollupKey) get(dim string) string {
+	switch dim {
+	case DimTenant:
+		return k.Tenant
+	case DimProvider:
+		return k.Provider
+	case DimModel:
+		return k.Model
+	case DimAPIKey:
+		return k.APIKey
+	}
+	panic("rollup key: unknown dimension " + dim)
+}
+
+// fullKeyDims are rollup_minute's key columns; apiKeyDims those of the
+// api_key rollups.
+var (
+	fullKeyDims = []string{DimTenant, DimProvider, DimModel}
+	apiKeyDims  = []string{DimAPIKey, DimTenant}
+)
+
+func (c *rollupColumns) add(grain int16, ts time.Time, key rollupKey, r *RollupCounters, peak int64) {
 	c.grain = append(c.grain, grain)
 	c.ts = append(c.ts, ts)
-	c.tenant, c.provider, c.model = append(c.tenant, tenant), append(c.provider, provider), append(c.model, model)
+	c.keys = append(c.keys, key)
 	c.requests, c.successes = append(c.requests, r.Requests), append(c.successes, r.Successes)
 	c.s4xx, c.s5xx, c.timeouts = append(c.s4xx, r.Status4xx), append(c.s5xx, r.Status5xx), append(c.timeouts, r.Timeouts)
 	c.input, c.output, c.cached = append(c.input, r.InputTokens), append(c.output, r.OutputTokens), append(c.cached, r.CachedTokens)
@@ -59,16 +89,27 @@ func (c *rollupColumns) insert(ctx context.Context, idb bun.IDB) error {
 		name, cast string
 		vals       any
 	}
-	cols := []col{
-		{c.tsColumn, "timestamptz[]", c.ts}, {"tenant", "text[]", c.tenant}, {"provider", "text[]", c.provider},
-		{"model", "text[]", c.model}, {"requests", "int8[]", c.requests}, {"successes", "int8[]", c.successes},
+	cols := []col{{c.tsColumn, "timestamptz[]", c.ts}}
+	dims := c.dims
+	if dims == nil {
+		dims = fullKeyDims
+	}
+	for _, dim := range dims {
+		vals := make([]string, len(c.keys))
+		for i := range c.keys {
+			vals[i] = c.keys[i].get(dim)
+		}
+		cols = append(cols, col{dim, "text[]", vals})
+	}
+	cols = append(cols, []col{
+		{"requests", "int8[]", c.requests}, {"successes", "int8[]", c.successes},
 		{"status_4xx", "int8[]", c.s4xx}, {"status_5xx", "int8[]", c.s5xx}, {"timeouts", "int8[]", c.timeouts},
 		{"input_tokens", "int8[]", c.input}, {"output_tokens", "int8[]", c.output}, {"cached_tokens", "int8[]", c.cached},
 		// Cost travels as decimal text, so it stays exact.
 		{"cost_usd", "text[]::numeric[]", c.cost}, {"latency_sum", "float8[]", c.latencySum}, {"latency_max", "float8[]", c.latencyMax},
 		{"latency_sketch", "bytea[]", c.latencySketch}, {"ttft_count", "int8[]", c.ttftCount},
 		{"ttft_sum", "float8[]", c.ttftSum}, {"ttft_max", "float8[]", c.ttftMax}, {"ttft_sketch", "bytea[]", c.ttftSketch},
-	}
+	}...)
 	if c.withGrain {
 		cols = append(cols, col{"grain", "int2[]", c.grain})
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -140,14 +141,21 @@ func DeleteRollups(ctx context.Context, idb bun.IDB, minutes []time.Time) error 
 	return nil
 }
 
-// aggregateSQL rolls raw rows up per (minute, tenant, provider, model).
-// Counts, tokens and cost are summed here, cost in numeric so totals equal
-// the raw rows exactly. Latencies come back as arrays for the sketches. The
-// join probes the ts index once per minute, so scattered late minutes do not
-// scan the hours between them; the outer ts bounds let the planner prune
-// partitions.
-const aggregateSQL = `
-SELECT m.minute, r.tenant, r.provider, r.model,
+// aggregateSQL rolls raw rows up per minute and the given key columns
+// (Dim* names): rollup_minute's (tenant, provider, model), or the api_key
+// rollups' (api_key, tenant). Counts, tokens and cost are summed here, cost
+// in numeric so totals equal the raw rows exactly. Latencies come back as
+// arrays for the sketches. The join probes the ts index once per minute, so
+// scattered late minutes do not scan the hours between them; the outer ts
+// bounds let the planner prune partitions.
+func aggregateSQL(dims []string) string {
+	keys, groups := "", "1"
+	for i, dim := range dims {
+		keys += ", r." + dim
+		groups += ", " + strconv.Itoa(i+2)
+	}
+	return `
+SELECT m.minute` + keys + `,
 	count(*) AS requests,
 	count(*) FILTER (WHERE r.status_code BETWEEN 100 AND 399
 		AND r.error_type IS DISTINCT FROM 'timeout') AS successes,
@@ -163,14 +171,23 @@ SELECT m.minute, r.tenant, r.provider, r.model,
 FROM unnest(?::timestamptz[]) AS m(minute)
 JOIN request_logs r ON r.ts >= m.minute AND r.ts < m.minute + interval '1 minute'
 WHERE r.ts >= ? AND r.ts < ?
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4`
+GROUP BY ` + groups + `
+ORDER BY ` + groups
+}
 
+var (
+	aggregateFullKeySQL = aggregateSQL(fullKeyDims)
+	aggregateAPIKeySQL  = aggregateSQL(apiKeyDims)
+)
+
+// minuteAggregate is a row of aggregateSQL; the key fields its query does
+// not select stay empty.
 type minuteAggregate struct {
 	Minute   time.Time `bun:"minute"`
 	Tenant   string    `bun:"tenant"`
 	Provider string    `bun:"provider"`
 	Model    string    `bun:"model"`
+	APIKey   string    `bun:"api_key"`
 	RequestCounts
 	Latencies []float64 `bun:"latencies,array"`
 	TTFTs     []float64 `bun:"ttfts,array"`
@@ -179,31 +196,47 @@ type minuteAggregate struct {
 // AggregateMinutes computes the rollup rows of the given minutes (any
 // instants; each stands for its UTC minute) from every raw row in them.
 func AggregateMinutes(ctx context.Context, idb bun.IDB, minutes []time.Time) ([]RollupMinute, error) {
+	aggs, err := aggregateMinutes(ctx, idb, minutes, aggregateFullKeySQL)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]RollupMinute, len(aggs))
+	for i := range aggs {
+		a := &aggs[i]
+		rows[i] = RollupMinute{Minute: a.Minute, Tenant: a.Tenant, Provider: a.Provider, Model: a.Model,
+			RollupCounters: a.counters()}
+	}
+	return rows, nil
+}
+
+// aggregateMinutes runs query, an aggregateSQL, over the given minutes.
+func aggregateMinutes(ctx context.Context, idb bun.IDB, minutes []time.Time, query string) ([]minuteAggregate, error) {
 	minutes = normaliseMinutes(minutes)
 	if len(minutes) == 0 {
 		return nil, nil
 	}
 	var aggs []minuteAggregate
 	lo, hi := minutes[0], minutes[len(minutes)-1].Add(time.Minute)
-	if err := idb.NewRaw(aggregateSQL, pgdialect.Array(minutes), lo, hi).Scan(ctx, &aggs); err != nil {
+	if err := idb.NewRaw(query, pgdialect.Array(minutes), lo, hi).Scan(ctx, &aggs); err != nil {
 		return nil, fmt.Errorf("aggregate raw rows: %w", MapError(err))
 	}
-	rows := make([]RollupMinute, len(aggs))
 	for i := range aggs {
-		rows[i] = aggs[i].rollup()
+		aggs[i].Minute = aggs[i].Minute.UTC()
 	}
-	return rows, nil
+	return aggs, nil
 }
 
-func (a *minuteAggregate) rollup() RollupMinute {
+func (a *minuteAggregate) key() rollupKey {
+	return rollupKey{Tenant: a.Tenant, Provider: a.Provider, Model: a.Model, APIKey: a.APIKey}
+}
+
+// counters summarises the latencies into sketches.
+func (a *minuteAggregate) counters() RollupCounters {
 	lat, ttft := summarise(a.Latencies), summarise(a.TTFTs)
-	return RollupMinute{
-		Minute: a.Minute.UTC(), Tenant: a.Tenant, Provider: a.Provider, Model: a.Model,
-		RollupCounters: RollupCounters{
-			RequestCounts: a.RequestCounts,
-			LatencySum:    lat.sum, LatencyMax: lat.max, LatencySketch: lat.sketch,
-			TTFTCount: int64(len(a.TTFTs)), TTFTSum: ttft.sum, TTFTMax: ttft.max, TTFTSketch: ttft.sketch,
-		},
+	return RollupCounters{
+		RequestCounts: a.RequestCounts,
+		LatencySum:    lat.sum, LatencyMax: lat.max, LatencySketch: lat.sketch,
+		TTFTCount: int64(len(a.TTFTs)), TTFTSum: ttft.sum, TTFTMax: ttft.max, TTFTSketch: ttft.sketch,
 	}
 }
 
@@ -236,7 +269,7 @@ func InsertRollups(ctx context.Context, idb bun.IDB, rows []RollupMinute) error 
 		cols := rollupColumns{table: "rollup_minute", tsColumn: "minute"}
 		for i := range chunk {
 			r := &chunk[i]
-			cols.add(0, r.Minute, r.Tenant, r.Provider, r.Model, &r.RollupCounters, 0)
+			cols.add(0, r.Minute, rollupKey{Tenant: r.Tenant, Provider: r.Provider, Model: r.Model}, &r.RollupCounters, 0)
 		}
 		if err := cols.insert(ctx, idb); err != nil {
 			return fmt.Errorf("insert rollups: %w", err)

@@ -1,0 +1,2 @@
+DROP TABLE rollup_apikey_hour;
+DROP TABLE rollup_apikey_minute;
