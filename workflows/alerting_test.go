@@ -509,12 +509,7 @@ func TestAlertEvalRunsEveryChunk(t *testing.T) {
 		return workflows.NotifyResult{}, nil
 	}, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
 
-	env.ExecuteWorkflow(workflows.AlertEvalWorkflowName, workflows.AlertEvalInput{Minute: &minute})
-
-	require.True(t, env.IsWorkflowCompleted())
-	require.NoError(t, env.GetWorkflowError())
-	var res workflows.AlertEvalResult
-	require.NoError(t, env.GetWorkflowResult(&res))
+	res := runAlertEval(t, env, minute)
 	assert.Equal(t, 2, res.Chunks)
 	assert.Equal(t, 2, res.Rules)
 	assert.Equal(t, 2, res.TransitionCount)
@@ -540,13 +535,19 @@ func TestAlertEvalStartsUnstartedNotifications(t *testing.T) {
 		return workflows.NotifyResult{}, nil
 	}, workflow.RegisterOptions{Name: workflows.NotifyWorkflowName})
 
-	env.ExecuteWorkflow(workflows.AlertEvalWorkflowName, workflows.AlertEvalInput{Minute: &minute})
+	res := runAlertEval(t, env, minute)
+	assert.Equal(t, 1, res.Restarted)
+	assert.Zero(t, res.Notifications, "no transition this minute")
+	assert.Equal(t, []string{"notify/n-old n-old"}, started)
+}
 
+// runAlertEval evaluates minute in env and returns the run's result.
+func runAlertEval(t *testing.T, env *testsuite.TestWorkflowEnvironment, minute time.Time) workflows.AlertEvalResult {
+	t.Helper()
+	env.ExecuteWorkflow(workflows.AlertEvalWorkflowName, workflows.AlertEvalInput{Minute: &minute})
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
 	var res workflows.AlertEvalResult
 	require.NoError(t, env.GetWorkflowResult(&res))
-	assert.Equal(t, 1, res.Restarted)
-	assert.Zero(t, res.Notifications, "no transition this minute")
-	assert.Equal(t, []string{"notify/n-old n-old"}, started)
+	return res
 }
