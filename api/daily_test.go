@@ -211,7 +211,7 @@ func TestSchedulesAPI(t *testing.T) {
 	}
 	list := func() map[string]scheduleJSON {
 		code, body := env.do(t, http.MethodGet, "/api/v1/schedules", nil)
-		require.Equal(t, http.StatusOK, code, string(body))
+		require.Equal(t, http.StatusOK, code, "%s\nserver log:\n%s", body, env.logs.String())
 		out := map[string]scheduleJSON{}
 		for _, s := range decode[struct {
 			Schedules []scheduleJSON `json:"schedules"`

@@ -29,7 +29,7 @@ const (
 	maxScheduleNote       = 500
 	maxScheduleBackfill   = 366 * 24 * time.Hour
 	nextRunTimes          = 5
-	scheduleDescribeLimit = 5 * time.Second
+	scheduleDescribeLimit = 8 * time.Second
 )
 
 // scheduleRun is a schedule's most recent action and how its workflow
@@ -91,12 +91,26 @@ func (s *Server) scheduleDef(c echo.Context) (worker.ScheduleDef, error) {
 	return worker.ScheduleDef{}, Errorf(http.StatusNotFound, "not_found", "no schedule %q is declared", id)
 }
 
+// describeScheduleRetrying describes a schedule, trying again while the budget of
+// ctx lasts when the server ran out of time: describing queries the
+// schedule's internal workflow, and that query now and then times out on
+// the server while the workflow is busy (a trigger, a run starting).
+func describeScheduleRetrying(ctx context.Context, h client.ScheduleHandle) (*client.ScheduleDescription, error) {
+	for {
+		d, err := h.Describe(ctx)
+		var timedOut *serviceerror.DeadlineExceeded
+		if err == nil || ctx.Err() != nil || !(errors.As(err, &timedOut) || errors.Is(err, context.DeadlineExceeded)) {
+			return d, err
+		}
+	}
+}
+
 func (s *Server) describeSchedule(c echo.Context, def worker.ScheduleDef) (scheduleView, error) {
 	v := scheduleView{ID: def.ID, Description: def.Description, Spec: specString(def.Spec),
 		NextRunTimes: []time.Time{}, Running: []string{}}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), scheduleDescribeLimit)
 	defer cancel()
-	d, err := s.temporal.ScheduleClient().GetHandle(ctx, def.ID).Describe(ctx)
+	d, err := describeScheduleRetrying(ctx, s.temporal.ScheduleClient().GetHandle(ctx, def.ID))
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
 		return v, nil
