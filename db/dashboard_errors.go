@@ -40,7 +40,11 @@ func DashboardErrors(ctx context.Context, idb bun.IDB, from, to time.Time, f Das
 	}
 	b.add(`) AS s GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3 LIMIT ?`, limit)
 	var out []ErrorGroup
-	if err := idb.NewRaw(b.sql.String(), b.args...).Scan(ctx, &out); err != nil {
+	scan := func() error { return idb.NewRaw(b.sql.String(), b.args...).Scan(ctx, &out) }
+	if len(f.APIKeys) == 0 {
+		scan = func() error { return scanSerial(ctx, idb, &out, b.sql.String(), b.args...) }
+	}
+	if err := scan(); err != nil {
 		return nil, 0, fmt.Errorf("dashboard errors: %w", MapError(err))
 	}
 	var total int64
